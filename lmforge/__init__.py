@@ -1,0 +1,8 @@
+"""lmforge: train your own Transformer language models, from raw text to a HuggingFace checkpoint."""
+
+__version__ = "0.1.0"
+
+from lmforge.config import ModelConfig  # noqa: E402
+from lmforge.models import TaskModel, build_model, load_model, save_model  # noqa: E402
+
+__all__ = ["ModelConfig", "TaskModel", "build_model", "load_model", "save_model", "__version__"]

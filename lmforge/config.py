@@ -1,0 +1,257 @@
+"""Model configuration: one typed dataclass describes every encoder/decoder of the BERT/GPT family.
+
+A family is a preset (a dict of field values), not a class: BERT, RoBERTa, ALBERT, ELECTRA and
+DistilBERT are encoders that differ in embeddings, sharing and head details; GPT-1 and GPT-2 are
+causal decoders that differ in where LayerNorm sits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Family = Literal["bert", "roberta", "albert", "electra", "distilbert", "openai-gpt", "gpt2"]
+Activation = Literal["gelu", "gelu_tanh", "relu", "tanh"]
+FAMILIES: tuple[str, ...] = ("bert", "roberta", "albert", "electra", "distilbert", "openai-gpt", "gpt2")
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """Everything needed to build a backbone; heads are described separately (see heads/)."""
+
+    family: Family = "bert"
+
+    # --- size ---
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 0  # 0 -> 4 * hidden_size
+    embedding_size: int = 0  # 0 -> hidden_size; smaller factorizes embeddings (ALBERT §3.1, ELECTRA)
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2  # segment embeddings; 0 = none (DistilBERT, GPT)
+    num_layer_groups: int = 0  # 0 -> num_layers (no sharing); ALBERT shares one group (§3.1)
+
+    # --- layout ---
+    causal: bool = False  # decoder-only LM (GPT) when True
+    norm_position: Literal["post", "pre"] = "post"  # GPT-2 moved LayerNorm to the block input (§2.3)
+    embedding_norm: bool = True  # LayerNorm after summing embeddings (BERT family; GPT has none)
+    position_offset: int = 0  # RoBERTa: positions start at pad_token_id + 1 and follow the pad mask
+    sinusoidal_positions: bool = False  # fixed sin/cos table (Vaswani et al. §3.5; DistilBERT option)
+    pooler: bool = True  # dense+tanh over the first token (BERT §3, used by NSP/SOP/classification)
+    activation: Activation = "gelu"
+    layer_norm_eps: float = 1e-12
+
+    # --- heads ---
+    mlm_activation: Activation | None = None  # None -> activation (RoBERTa/ELECTRA heads fix gelu)
+    classifier_style: Literal["pooler", "first_mlp", "last_token"] = "pooler"
+    classifier_activation: Activation = "tanh"  # for first_mlp: RoBERTa tanh, ELECTRA gelu, DistilBERT relu
+    tie_word_embeddings: bool = True
+
+    # --- regularisation and initialisation ---
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    classifier_dropout: float | None = None  # None -> dropout
+    initializer_range: float = 0.02
+    scaled_residual_init: bool = False  # GPT-2 §2.3: residual projections scaled by 1/sqrt(2 * n_layers)
+
+    # --- special tokens ---
+    pad_token_id: int | None = 0
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown family {self.family!r}; expected one of {FAMILIES}")
+        if self.intermediate_size == 0:
+            self.intermediate_size = 4 * self.hidden_size
+        if self.embedding_size == 0:
+            self.embedding_size = self.hidden_size
+        if self.num_layer_groups == 0:
+            self.num_layer_groups = self.num_layers
+        if self.mlm_activation is None:
+            self.mlm_activation = self.activation
+        if self.classifier_dropout is None:
+            self.classifier_dropout = self.dropout
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if not 1 <= self.num_layer_groups <= self.num_layers or self.num_layers % self.num_layer_groups:
+            raise ValueError(
+                f"num_layer_groups {self.num_layer_groups} must divide num_layers {self.num_layers}"
+            )
+        if self.classifier_style == "pooler" and not self.pooler:
+            raise ValueError("classifier_style='pooler' needs pooler=True")
+        if self.position_offset and self.pad_token_id is None:
+            raise ValueError("position_offset (RoBERTa positions) needs a pad_token_id")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def num_positions(self) -> int:
+        """Rows in the position table (RoBERTa's includes the offset rows)."""
+        return self.max_position_embeddings
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields: {unknown}")
+        return cls(**data)
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> "ModelConfig":
+        """A preset by name (see `PRESETS`), with field overrides."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets. Family defaults first, then the official sizes and small CPU sizes on top of them.
+# ---------------------------------------------------------------------------------------------
+_BERT = dict(family="bert")
+_ROBERTA = dict(
+    family="roberta",
+    vocab_size=50265,
+    max_position_embeddings=514,
+    type_vocab_size=1,
+    position_offset=2,  # pad_token_id (1) + 1
+    pad_token_id=1,
+    layer_norm_eps=1e-5,
+    mlm_activation="gelu",
+    classifier_style="first_mlp",
+    classifier_activation="tanh",
+)
+_ALBERT = dict(
+    family="albert",
+    vocab_size=30000,
+    embedding_size=128,
+    num_layer_groups=1,
+    activation="gelu_tanh",
+    dropout=0.0,
+    attention_dropout=0.0,
+    classifier_dropout=0.1,
+)
+_ELECTRA = dict(
+    family="electra",
+    pooler=False,
+    mlm_activation="gelu",
+    classifier_style="first_mlp",
+    classifier_activation="gelu",
+)
+_DISTILBERT = dict(
+    family="distilbert",
+    num_layers=6,
+    type_vocab_size=0,
+    pooler=False,
+    classifier_style="first_mlp",
+    classifier_activation="relu",
+    classifier_dropout=0.2,  # DistilBERT's seq_classif_dropout
+)
+_GPT1 = dict(
+    family="openai-gpt",
+    vocab_size=40478,
+    causal=True,
+    norm_position="post",
+    embedding_norm=False,
+    type_vocab_size=0,
+    pooler=False,
+    activation="gelu_tanh",
+    layer_norm_eps=1e-5,
+    classifier_style="last_token",
+    pad_token_id=None,
+)
+_GPT2 = dict(
+    _GPT1,
+    family="gpt2",
+    vocab_size=50257,
+    max_position_embeddings=1024,
+    norm_position="pre",
+    scaled_residual_init=True,
+)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # BERT (Devlin et al. 2019, Table/§3.1)
+    "bert-base-uncased": dict(_BERT),
+    "bert-base-cased": dict(_BERT, vocab_size=28996),
+    "bert-large-uncased": dict(_BERT, hidden_size=1024, num_layers=24, num_heads=16),
+    "bert-large-cased": dict(_BERT, vocab_size=28996, hidden_size=1024, num_layers=24, num_heads=16),
+    # small BERTs of Turc et al. 2019 ("Well-Read Students Learn Better"), sized for CPUs
+    "bert-tiny": dict(_BERT, hidden_size=128, num_layers=2, num_heads=2),
+    "bert-mini": dict(_BERT, hidden_size=256, num_layers=4, num_heads=4),
+    "bert-small": dict(_BERT, hidden_size=512, num_layers=4, num_heads=8),
+    "roberta-base": dict(_ROBERTA),
+    "albert-base-v2": dict(_ALBERT),
+    # ELECTRA (Clark et al. 2020, Table 6): generator is a smaller encoder sharing the embeddings
+    "electra-small-discriminator": dict(_ELECTRA, embedding_size=128, hidden_size=256, num_heads=4),
+    "electra-small-generator": dict(_ELECTRA, embedding_size=128, hidden_size=256, num_heads=4),
+    "electra-base-discriminator": dict(_ELECTRA),
+    "electra-base-generator": dict(_ELECTRA, embedding_size=768, hidden_size=256, num_heads=4),
+    "distilbert-base-uncased": dict(_DISTILBERT),
+    "openai-gpt": dict(_GPT1),
+    "gpt2": dict(_GPT2),
+    "gpt2-medium": dict(_GPT2, hidden_size=1024, num_layers=24, num_heads=16),
+    "gpt2-mini": dict(_GPT2, hidden_size=256, num_layers=4, num_heads=4, max_position_embeddings=512),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass
+class CheckpointConfig:
+    """What `config.json` of an lmforge model directory holds: the backbone config and its heads."""
+
+    model: ModelConfig
+    heads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    format: str = "lmforge"
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / CONFIG_FILE
+        data = {"format": self.format, "model": self.model.to_dict(), "heads": self.heads}
+        path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "CheckpointConfig":
+        path = Path(directory) / CONFIG_FILE
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no config.json in model directory") from None
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: line {err.lineno}: invalid JSON ({err.msg})") from None
+        if data.get("format") != "lmforge":
+            raise ValueError(
+                f"{path}: not an lmforge config (no \"format\": \"lmforge\"); "
+                "for a HuggingFace directory use lmforge.convert.load_hf or `lmforge convert --from-hf`"
+            )
+        try:
+            model = ModelConfig.from_dict(data["model"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path}: bad model config: {err}") from None
+        return cls(model=model, heads=data.get("heads", {}))
+
+
+def is_lmforge_dir(directory: str | Path) -> bool:
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("format") == "lmforge"
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False

@@ -1,0 +1,137 @@
+"""A backbone plus named heads: the one model class for pre-training, fine-tuning and features.
+
+Replaces the per-task classes of other libraries (`BertForMaskedLM`, `BertForSequenceClassification`,
+...): the pre-training BERT is {"mlm", "nsp"} heads on a Backbone, a fine-tuned one a single
+classification head on the same Backbone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmforge.config import WEIGHTS_FILE, CheckpointConfig, ModelConfig
+from lmforge.heads import Head, HeadOutput, build_head
+from lmforge.models.backbone import Backbone, BackboneOutput
+from lmforge.nn.init import init_weights
+from lmforge.weights import load_weights, save_weights
+
+INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass
+class ModelOutput:
+    backbone: BackboneOutput
+    heads: dict[str, HeadOutput] = field(default_factory=dict)
+    loss: torch.Tensor | None = None
+
+
+class TaskModel(nn.Module):
+    def __init__(self, config: ModelConfig, heads: dict[str, dict[str, Any]] | None = None,
+                 init: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = Backbone(config, init=init)
+        self.heads = nn.ModuleDict({name: build_head(config, self.backbone, spec)
+                                    for name, spec in (heads or {}).items()})
+        if init:
+            for head in self.heads.values():
+                init_weights(head, config)  # tied projections re-initialise the same embedding; harmless
+
+    def head_specs(self) -> dict[str, dict[str, Any]]:
+        return {name: head.spec() for name, head in self.heads.items()}
+
+    def tied_keys(self) -> set[str]:
+        """Parameter names that share storage with an earlier name (dropped on save)."""
+        first: dict[int, str] = {}
+        tied = set()
+        for name, param in self.named_parameters(remove_duplicate=False):
+            if id(param) in first:
+                tied.add(name)
+            else:
+                first[id(param)] = name
+        return tied
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
+                heads: tuple[str, ...] | None = None, **batch: Any) -> ModelOutput:
+        if input_ids.dim() == 3:  # multiple choice: (B, C, T) -> (B*C, T)
+            batch["num_choices"] = input_ids.shape[1]
+            input_ids = input_ids.flatten(0, 1)
+            attention_mask = attention_mask.flatten(0, 1) if attention_mask is not None else None
+            token_type_ids = token_type_ids.flatten(0, 1) if token_type_ids is not None else None
+        out = self.backbone(input_ids, attention_mask, token_type_ids, output_hidden_states)
+        results: dict[str, HeadOutput] = {}
+        loss = None
+        for name, head in self.heads.items():
+            if heads is not None and name not in heads:
+                continue
+            result = head(out, batch)
+            results[name] = result
+            if result.loss is not None:
+                weighted = head.loss_weight * result.loss
+                loss = weighted if loss is None else loss + weighted
+        return ModelOutput(backbone=out, heads=results, loss=loss)
+
+
+def build_model(config: ModelConfig | str, heads: dict[str, dict[str, Any]] | None = None,
+                **overrides: Any) -> TaskModel:
+    """A freshly initialised model from a config or a preset name."""
+    if isinstance(config, str):
+        config = ModelConfig.from_name(config, **overrides)
+    elif overrides:
+        config = config.replace(**overrides)
+    return TaskModel(config, heads)
+
+
+def save_model(model: TaskModel, directory: str | Path, tokenizer: Any = None) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v for k, v in model.state_dict().items() if k not in model.tied_keys()}
+    save_weights(state, directory / WEIGHTS_FILE)
+    CheckpointConfig(model=model.config, heads=model.head_specs()).save(directory)
+    if tokenizer is not None:
+        tokenizer.save(str(directory / "tokenizer.json"))
+    return directory
+
+
+def load_state(model: TaskModel, state: dict[str, torch.Tensor], source: str,
+               allow_missing_heads: bool = False) -> None:
+    """Load with every tensor accounted for: a missing, unexpected or mis-shaped one names itself."""
+    expected = model.state_dict()
+    tied = model.tied_keys()
+    unexpected = sorted(set(state) - set(expected))
+    missing = sorted(set(expected) - set(state) - tied)
+    if allow_missing_heads:
+        missing = [k for k in missing if not k.startswith("heads.")]
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+             for k in state if k in expected and state[k].shape != expected[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"missing tensors: {missing}")
+    if unexpected:
+        problems.append(f"unexpected tensors: {unexpected}")
+    if wrong:
+        problems.append(f"wrong shapes: {wrong}")
+    if problems:
+        raise ValueError(f"{source}: " + "; ".join(problems))
+    model.load_state_dict(state, strict=False)
+
+
+def load_model(directory: str | Path, heads: dict[str, dict[str, Any]] | None = None) -> TaskModel:
+    """Load an lmforge model directory. `heads` replaces the saved heads (e.g. a new task head on a
+    pre-trained backbone); saved head weights that no longer exist are dropped, new heads are initialised."""
+    directory = Path(directory)
+    ckpt = CheckpointConfig.load(directory)
+    specs = ckpt.heads if heads is None else heads
+    model = TaskModel(ckpt.model, specs, init=heads is not None)
+    state = load_weights(directory / WEIGHTS_FILE)
+    if heads is not None:
+        kept = {f"heads.{name}." for name in specs if specs[name] == ckpt.heads.get(name)}
+        state = {k: v for k, v in state.items() if not k.startswith("heads.") or k.startswith(tuple(kept))}
+    load_state(model, state, str(directory / WEIGHTS_FILE), allow_missing_heads=heads is not None)
+    return model

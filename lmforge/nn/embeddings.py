@@ -1,0 +1,57 @@
+"""Token + position (+ segment) embeddings, optional LayerNorm and ALBERT/ELECTRA projection."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from lmforge.config import ModelConfig
+
+
+def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
+    """Vaswani et al. 2017 §3.5: PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...)."""
+    position = torch.arange(num_positions, dtype=torch.float64)[:, None]  # (P, 1)
+    div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float64) * (-math.log(10000.0) / dim))
+    table = torch.zeros(num_positions, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(position * div)
+    table[:, 1::2] = torch.cos(position * div[: dim // 2])
+    return table.float()
+
+
+class Embeddings(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        dim = config.embedding_size
+        self.position_offset = config.position_offset
+        self.pad_token_id = config.pad_token_id
+        self.tok = nn.Embedding(config.vocab_size, dim, padding_idx=config.pad_token_id)
+        self.pos = nn.Embedding(config.num_positions, dim)
+        if config.sinusoidal_positions:
+            self.pos.weight.data.copy_(sinusoidal_table(config.num_positions, dim))
+            self.pos.weight.requires_grad_(False)
+        self.seg = nn.Embedding(config.type_vocab_size, dim) if config.type_vocab_size > 0 else None
+        self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps) if config.embedding_norm else None
+        self.drop = nn.Dropout(config.dropout)
+        self.proj = nn.Linear(dim, config.hidden_size) if dim != config.hidden_size else None
+
+    def position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.position_offset:
+            # RoBERTa: real tokens count up from pad_token_id + 1, padding keeps pad_token_id
+            real = input_ids.ne(self.pad_token_id).long()
+            return torch.cumsum(real, dim=1) * real + self.pad_token_id
+        return torch.arange(input_ids.shape[1], device=input_ids.device)[None, :]  # (1, T)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.tok(input_ids) + self.pos(self.position_ids(input_ids))  # (B, T, E)
+        if self.seg is not None:
+            if token_type_ids is None:
+                token_type_ids = torch.zeros_like(input_ids)
+            x = x + self.seg(token_type_ids)
+        if self.norm is not None:
+            x = self.norm(x)
+        x = self.drop(x)
+        if self.proj is not None:
+            x = self.proj(x)  # (B, T, H)
+        return x

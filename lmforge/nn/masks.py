@@ -1,0 +1,26 @@
+"""Attention masks for `scaled_dot_product_attention`: bool, True = may attend."""
+
+from __future__ import annotations
+
+import torch
+
+
+def attention_mask_for_sdpa(
+    padding_mask: torch.Tensor | None, causal: bool, seq_len: int
+) -> tuple[torch.Tensor | None, bool]:
+    """Turn a (B, T) 1/0 padding mask into what SDPA takes: (mask, is_causal).
+
+    Without padding no mask is built: encoders attend everywhere and decoders use SDPA's
+    `is_causal`, which lets the fused kernels run.
+    """
+    if padding_mask is None or bool(padding_mask.all()):
+        return None, causal
+    keys = padding_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+    if not causal:
+        return keys, False
+    device = padding_mask.device
+    tril = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()  # (T, T)
+    # A left-padded query can see no real key at all; letting every query see itself keeps
+    # its softmax finite (its output is padding and never used).
+    diag = torch.eye(seq_len, dtype=torch.bool, device=device)
+    return (keys & tril) | diag, False  # (B, 1, T, T)
