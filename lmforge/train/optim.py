@@ -1,0 +1,60 @@
+"""AdamW with the usual no-decay groups, and warmup + linear/cosine/constant learning-rate schedules."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+Schedule = Literal["linear", "cosine", "constant"]
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices only: biases and LayerNorm/embedding-norm gains (1-D tensors) are not decayed
+    (BERT's AdamWeightDecayOptimizer excludes LayerNorm and bias; nanoGPT splits by `dim() >= 2`)."""
+    decay, no_decay = [], []
+    seen: set[int] = set()
+    for param in model.parameters():
+        if not param.requires_grad or id(param) in seen:
+            continue
+        seen.add(id(param))
+        (decay if param.dim() >= 2 else no_decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.01,
+                    betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6) -> torch.optim.AdamW:
+    fused = all(p.is_cuda for p in model.parameters()) or None
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps,
+                             fused=fused)
+
+
+def lr_factor(progress: float, warmup: float, schedule: Schedule, min_factor: float = 0.0) -> float:
+    """Multiplier of the peak learning rate at `progress` in [0, 1] of training.
+
+    `warmup` is a fraction of training too, so the same function serves step budgets and
+    wall-clock budgets (cramming: the schedule follows elapsed time).
+    """
+    progress = min(max(progress, 0.0), 1.0)
+    if warmup > 0 and progress < warmup:
+        return progress / warmup
+    if schedule == "constant":
+        return 1.0
+    rest = (progress - warmup) / max(1.0 - warmup, 1e-12)
+    if schedule == "linear":
+        return min_factor + (1.0 - min_factor) * (1.0 - rest)
+    if schedule == "cosine":
+        return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * rest))
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, peak_lr: float, factor: float) -> float:
+    lr = peak_lr * factor
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
