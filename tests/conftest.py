@@ -1,0 +1,36 @@
+"""Shared fixtures: the real-data folder, deterministic seeds, fp32 defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("LMFORGE_DATA", REPO.parent / "shared" / "data"))
+
+
+def data_path(*parts: str) -> Path:
+    """A file or folder under the shared data; skip the test if it is missing (fail under CI=true)."""
+    path = DATA_DIR.joinpath(*parts)
+    if not path.exists():
+        reason = f"shared data not found: {path} (set LMFORGE_DATA)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture
+def shared_data():
+    return data_path
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    dtype = torch.get_default_dtype()
+    yield
+    torch.set_default_dtype(dtype)
