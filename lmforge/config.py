@@ -33,7 +33,7 @@ class ModelConfig:
     embedding_size: int = 0  # 0 -> hidden_size; smaller factorizes embeddings (ALBERT §3.1, ELECTRA)
     max_position_embeddings: int = 512
     type_vocab_size: int = 2  # segment embeddings; 0 = none (DistilBERT, GPT)
-    num_layer_groups: int = 0  # 0 -> num_layers (no sharing); ALBERT shares one group (§3.1)
+    num_layer_groups: int = 0  # 0 = no sharing; ALBERT shares one group across all layers (§3.1)
 
     # --- layout ---
     causal: bool = False  # decoder-only LM (GPT) when True
@@ -68,15 +68,14 @@ class ModelConfig:
             self.intermediate_size = 4 * self.hidden_size
         if self.embedding_size == 0:
             self.embedding_size = self.hidden_size
-        if self.num_layer_groups == 0:
-            self.num_layer_groups = self.num_layers
         if self.mlm_activation is None:
             self.mlm_activation = self.activation
         if self.classifier_dropout is None:
             self.classifier_dropout = self.dropout
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-        if not 1 <= self.num_layer_groups <= self.num_layers or self.num_layers % self.num_layer_groups:
+        if self.num_layer_groups and (self.num_layer_groups > self.num_layers
+                                      or self.num_layers % self.num_layer_groups):
             raise ValueError(
                 f"num_layer_groups {self.num_layer_groups} must divide num_layers {self.num_layers}"
             )
@@ -88,6 +87,11 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def num_blocks(self) -> int:
+        """Distinct blocks: num_layers, or fewer when layers share parameters (ALBERT)."""
+        return self.num_layer_groups or self.num_layers
 
     @property
     def num_positions(self) -> int:

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("LMFORGE_DATA", REPO.parent / "shared" / "data"))
 

@@ -1,6 +1,6 @@
 """The Transformer stack shared by the whole family: encoder (bidirectional) or decoder (causal).
 
-Layer i runs block `i * num_layer_groups // num_layers`, so ALBERT's cross-layer sharing (§3.1)
+Layer i runs block `i * num_blocks // num_layers`, so ALBERT's cross-layer sharing (§3.1)
 is one list of fewer blocks, not a separate model.
 """
 
@@ -42,7 +42,7 @@ class Backbone(nn.Module):
         super().__init__()
         self.config = config
         self.embeddings = Embeddings(config)
-        self.layers = nn.ModuleList(Block(config) for _ in range(config.num_layer_groups))
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.num_blocks))
         pre = config.norm_position == "pre"
         self.norm_f = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if pre else None
         self.pooler = Pooler(config.hidden_size) if config.pooler else None
@@ -50,7 +50,7 @@ class Backbone(nn.Module):
             init_weights(self, config)
 
     def layer_for(self, index: int) -> Block:
-        return self.layers[index * self.config.num_layer_groups // self.config.num_layers]
+        return self.layers[index * self.config.num_blocks // self.config.num_layers]
 
     def forward(
         self,

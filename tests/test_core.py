@@ -1,0 +1,153 @@
+"""The model core on its own: presets, masks, sharing, heads' losses, save/load."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from lmforge.config import PRESETS, CheckpointConfig, ModelConfig
+from lmforge.heads import IGNORE
+from lmforge.models import TaskModel, load_model, save_model
+from lmforge.nn.masks import attention_mask_for_sdpa
+
+TINY = dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=37, vocab_size=99,
+            max_position_embeddings=64)
+
+
+def tiny(name: str, **kw) -> ModelConfig:
+    extra = {"embedding_size": 16} if name.startswith(("albert", "electra")) else {}
+    return ModelConfig.from_name(name, **{**TINY, **extra, **kw})
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_build_and_serialize(name):
+    config = ModelConfig.from_name(name)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    assert config.hidden_size % config.num_heads == 0
+
+
+def test_official_sizes():
+    base = ModelConfig.from_name("bert-base-uncased")
+    model = TaskModel(base.replace(num_layers=1), init=False)
+    per_layer = sum(p.numel() for p in model.backbone.layers[0].parameters())
+    assert per_layer == 7_087_872  # 4*768*768 + 2*768*3072 + biases + 2 LayerNorms
+    assert ModelConfig.from_name("albert-base-v2").num_layer_groups == 1
+    assert ModelConfig.from_name("roberta-base").position_offset == 2
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="divisible"):
+        ModelConfig(hidden_size=30, num_heads=4)
+    with pytest.raises(ValueError, match="family"):
+        ModelConfig(family="t9")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown ModelConfig fields"):
+        ModelConfig.from_dict({"hidden": 3})
+
+
+def test_causal_mask_with_left_padding_stays_finite():
+    pad = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    mask, is_causal = attention_mask_for_sdpa(pad, causal=True, seq_len=4)
+    assert not is_causal and mask.shape == (2, 1, 4, 4)
+    # real query 3 of row 0 sees real keys 2 and 3 only
+    assert mask[0, 0, 3].tolist() == [False, False, True, True]
+    assert attention_mask_for_sdpa(torch.ones(2, 4), causal=True, seq_len=4) == (None, True)
+
+
+def test_padding_does_not_change_real_tokens():
+    for name in ("bert-base-uncased", "gpt2"):
+        model = TaskModel(tiny(name)).eval()
+        ids = torch.randint(5, 99, (1, 6))
+        padded = torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], dim=1)
+        mask = torch.tensor([[1] * 6 + [0] * 3])
+        alone = model(ids).backbone.last_hidden_state
+        with_pad = model(padded, mask).backbone.last_hidden_state[:, :6]
+        torch.testing.assert_close(alone, with_pad, atol=1e-5, rtol=1e-5)
+
+
+def test_causal_model_ignores_future_tokens():
+    model = TaskModel(tiny("gpt2")).eval()
+    ids = torch.randint(0, 99, (1, 8))
+    changed = ids.clone()
+    changed[0, 5:] = (changed[0, 5:] + 1) % 99
+    a = model(ids).backbone.last_hidden_state[:, :5]
+    b = model(changed).backbone.last_hidden_state[:, :5]
+    torch.testing.assert_close(a, b)
+
+
+def test_albert_shares_one_block_across_layers():
+    config = tiny("albert-base-v2", num_layers=4)
+    model = TaskModel(config)
+    assert len(model.backbone.layers) == 1
+    assert all(model.backbone.layer_for(i) is model.backbone.layers[0] for i in range(4))
+    assert model.backbone.embeddings.proj is not None  # factorized: 16 -> 32
+
+
+def test_gpt2_scaled_residual_init():
+    config = tiny("gpt2", num_layers=8, hidden_size=256, num_heads=4, intermediate_size=1024)
+    model = TaskModel(config)
+    out_std = model.backbone.layers[0].attn.out.weight.std().item()
+    in_std = model.backbone.layers[0].attn.qkv.weight.std().item()
+    assert abs(in_std - 0.02) < 0.002
+    assert abs(out_std - 0.02 / math.sqrt(16)) < 0.001
+
+
+def test_mlm_loss_on_masked_positions_equals_full_loss():
+    model = TaskModel(tiny("bert-base-uncased"), {"mlm": {"kind": "mlm"}}).eval()
+    ids = torch.randint(5, 99, (3, 10))
+    labels = torch.full_like(ids, IGNORE)
+    labels[:, [2, 7]] = ids[:, [2, 7]]
+    sparse = model(ids, mlm_labels=labels).loss
+    full_logits = model(ids).heads["mlm"].logits  # (B, T, V)
+    full = F.cross_entropy(full_logits.reshape(-1, 99), labels.reshape(-1), ignore_index=IGNORE)
+    torch.testing.assert_close(sparse, full)
+    assert model.heads["mlm"].decoder.weight is model.backbone.embeddings.tok.weight
+
+
+def test_multiple_choice_and_span_and_tagging_shapes():
+    config = tiny("bert-base-uncased")
+    model = TaskModel(config, {"mc": {"kind": "multiple_choice", "label_key": "mc_labels"},
+                               "qa": {"kind": "qa"},
+                               "ner": {"kind": "token_classification", "num_labels": 5,
+                                       "label_key": "ner_labels"}})
+    ids = torch.randint(5, 99, (2, 4, 9))  # (B, C, T)
+    out = model(ids, mc_labels=torch.tensor([1, 3]))
+    assert out.heads["mc"].logits.shape == (2, 4)
+    assert out.heads["qa"].logits.shape == (8, 9, 2)
+    assert out.heads["ner"].logits.shape == (8, 9, 5)
+    assert out.loss is not None and out.loss.requires_grad
+
+
+def test_save_load_roundtrip_is_exact(tmp_path):
+    model = TaskModel(tiny("roberta-base"), {"mlm": {"kind": "mlm"},
+                                             "cls": {"kind": "classification", "label_names": ["a", "b", "c"]}})
+    save_model(model, tmp_path)
+    loaded = load_model(tmp_path)
+    assert loaded.head_specs() == model.head_specs()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    assert loaded.heads["mlm"].decoder.weight is loaded.backbone.embeddings.tok.weight
+    assert CheckpointConfig.load(tmp_path).heads["cls"]["label_names"] == ["a", "b", "c"]
+
+
+def test_load_new_head_on_pretrained_backbone(tmp_path):
+    model = TaskModel(tiny("bert-base-uncased"), {"mlm": {"kind": "mlm"}})
+    save_model(model, tmp_path)
+    tuned = load_model(tmp_path, heads={"cls": {"kind": "classification", "num_labels": 2}})
+    assert set(tuned.heads) == {"cls"}
+    assert torch.equal(tuned.backbone.embeddings.tok.weight, model.backbone.embeddings.tok.weight)
+
+
+def test_load_names_missing_and_misshaped_tensors(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = TaskModel(tiny("bert-base-uncased"))
+    save_model(model, tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    state.pop("backbone.layers.1.mlp.fc_in.bias")
+    state["backbone.layers.0.norm1.weight"] = torch.ones(7)
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=r"layers\.1\.mlp\.fc_in\.bias.*layers\.0\.norm1\.weight"):
+        load_model(tmp_path)
