@@ -1,0 +1,1 @@
+"""Pre-training objectives: masking (MLM), sentence pairs (NSP/SOP), packing (RoBERTa, GPT)."""
