@@ -1,0 +1,158 @@
+"""What every task provides to the fine-tuning loop: read, encode, collate, decode, score.
+
+A task turns benchmark files into examples, examples into token features (one example may give
+several features: QA windows), and the model's per-feature logits back into one prediction per
+example, which its metric scores against the gold answers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from lmforge.heads import IGNORE
+
+
+@dataclass(kw_only=True)
+class TaskOptions:
+    """Task settings a user may change; stored in the run dir so evaluate/predict read data the same way."""
+
+    # generic classification / regression
+    text_column: str = "sentence"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    regression: bool = False
+    format: str | None = None  # tsv | csv | jsonl; None -> from the file suffix
+    # token tagging (CoNLL)
+    tag_column: int = -1
+    tag_scheme: str = "auto"  # auto | iob1 | iob2
+    # extractive QA (BERT §4.2 / Google's run_squad.py defaults)
+    doc_stride: int = 128
+    max_query_length: int = 64
+    n_best: int = 20
+    max_answer_length: int = 30
+    null_score_threshold: float = 0.0
+    version_2: bool | None = None  # None -> detected from the data (any `is_impossible`)
+    train_articles: str | None = None  # slice of articles, e.g. "0:40"
+    eval_articles: str | None = None  # e.g. "-8:"
+    # files: explicit paths override the task's split file names
+    train_file: str | None = None
+    dev_file: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TaskOptions":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class Encoded:
+    """Features ready for batching, and where each came from."""
+
+    features: list[dict[str, Any]]
+    skipped: int = 0  # examples that produced no feature (e.g. too long), reported in the summary
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Task(ABC):
+    name: str
+    head_kind: str
+    main_metric: str
+    greater_is_better: bool = True
+
+    def __init__(self, options: TaskOptions | None = None) -> None:
+        self.options = options or TaskOptions()
+
+    # --- data ---
+    @abstractmethod
+    def read(self, data: Path, split: str) -> list[Any]:
+        """Examples of `split` ('train', 'dev', 'test', or a task-specific name) from a file or directory."""
+
+    def label_names(self, train_examples: list[Any]) -> list[str] | None:
+        """Labels the head predicts, discovered from train when the task does not fix them."""
+        return None
+
+    def head_spec(self, label_names: list[str] | None) -> dict[str, Any]:
+        return {"kind": self.head_kind}
+
+    @abstractmethod
+    def encode(self, examples: list[Any], tokenizer: Tokenizer, max_length: int,
+               label_names: list[str] | None, train: bool) -> Encoded:
+        """Token features; `train` features carry labels (QA: positions inside the window)."""
+
+    def collate(self, features: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+        return pad_batch(features, pad_id)
+
+    # --- results ---
+    @abstractmethod
+    def decode(self, examples: list[Any], encoded: Encoded, logits: list[np.ndarray],
+               label_names: list[str] | None) -> list[Any]:
+        """One prediction per example from per-feature logits (in `encoded.features` order)."""
+
+    @abstractmethod
+    def metrics(self, examples: list[Any], predictions: list[Any]) -> dict[str, float]:
+        """Scores against the gold labels of `examples`."""
+
+    def prediction_record(self, example: Any, prediction: Any) -> dict[str, Any]:
+        """One JSON line of `lmforge predict`."""
+        return {"prediction": prediction}
+
+    def read_inputs(self, path: Path) -> list[Any]:
+        """Inputs for `lmforge predict` (labels optional); by default the same format as training data."""
+        return self.read(path, "predict")
+
+    def trim_logits(self, feature: dict[str, Any], logits: torch.Tensor) -> np.ndarray:
+        """Drop padding from one feature's logits before keeping them on the CPU."""
+        return logits.float().cpu().numpy()
+
+
+def feature_length(feature: dict[str, Any]) -> int:
+    ids = feature["input_ids"]
+    if ids and isinstance(ids[0], list):
+        return max(len(x) for x in ids)  # multiple choice: the longest choice
+    return len(ids)
+
+
+def pad_batch(features: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Dynamic padding: pad to the longest feature of this batch, not to max_length.
+
+    Scalar labels become (B,) tensors; per-token labels are padded with IGNORE (-100).
+    Multiple-choice features hold C sequences each and give (B, C, T) inputs.
+    """
+    longest = max(feature_length(f) for f in features)
+    batch: dict[str, torch.Tensor] = {}
+    multi = isinstance(features[0]["input_ids"][0], list)
+
+    def pad(seq: list[int], value: int) -> list[int]:
+        return seq + [value] * (longest - len(seq))
+
+    if multi:
+        batch["input_ids"] = torch.tensor([[pad(s, pad_id) for s in f["input_ids"]] for f in features])
+        batch["attention_mask"] = torch.tensor(
+            [[[1] * len(s) + [0] * (longest - len(s)) for s in f["input_ids"]] for f in features])
+        batch["token_type_ids"] = torch.tensor([[pad(s, 0) for s in f["token_type_ids"]] for f in features])
+    else:
+        batch["input_ids"] = torch.tensor([pad(f["input_ids"], pad_id) for f in features])  # (B, T)
+        batch["attention_mask"] = torch.tensor(
+            [[1] * len(f["input_ids"]) + [0] * (longest - len(f["input_ids"])) for f in features])
+        batch["token_type_ids"] = torch.tensor([pad(f["token_type_ids"], 0) for f in features])
+    for key in ("labels", "start_positions", "end_positions"):
+        if key not in features[0]:
+            continue
+        values = [f[key] for f in features]
+        if isinstance(values[0], list):
+            batch[key] = torch.tensor([pad(v, IGNORE) for v in values])  # (B, T)
+        else:
+            dtype = torch.float32 if isinstance(values[0], float) else torch.long
+            batch[key] = torch.tensor(values, dtype=dtype)
+    return batch
