@@ -1,0 +1,176 @@
+"""Typed pre-training configuration, loaded from YAML + `key=value` overrides with OmegaConf.
+
+The dataclasses are OmegaConf *structured* configs: a misspelt key or a value of the wrong type
+is an error naming the key, so a typo never silently trains with a default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+try:
+    from lmforge.data.pretraining import ObjectiveConfig
+except ImportError:  # TEMPORARY until the data side lands: the contract's dataclass verbatim
+    @dataclass(kw_only=True)
+    class ObjectiveConfig:  # type: ignore[no-redef]
+        kind: Literal["mlm", "mlm_nsp", "mlm_sop", "electra", "clm"] = "mlm"
+        max_seq_len: int = 128
+        mlm_probability: float = 0.15
+        mask_token_prob: float = 0.8
+        random_token_prob: float = 0.1
+        whole_word_masking: bool = False
+        dynamic_masking: bool = True
+        short_seq_prob: float = 0.1
+        next_sentence_prob: float = 0.5
+
+
+@dataclass(kw_only=True)
+class ModelSection:
+    """A preset name (lmforge.config.PRESETS) plus field overrides; vocab/pad come from the data."""
+
+    preset: str = "bert-mini"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class DataSection:
+    prepared_dir: str = ""  # written by `lmforge prepare`
+    tokenizer_dir: str = ""  # copied into the final model dir; "" -> the prepared dir's tokenizer files
+    num_workers: int = 0
+
+
+@dataclass(kw_only=True)
+class ElectraSection:
+    """ELECTRA §3.2 / Table 6: the generator is the discriminator scaled down (hidden, FFN, heads)."""
+
+    generator_size: float = 0.25  # 1/4 for Small and Large, 1/3 for Base (Table 6)
+    disc_weight: float = 50.0  # λ in L_MLM + λ L_Disc (§2)
+    generator_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class OptimSection:
+    lr: float = 1e-4  # BERT §A.2
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-6
+    grad_clip: float = 1.0  # 0 = off
+    batch_size: int = 32  # per micro-step, per rank
+    grad_accum: int = 1
+
+
+@dataclass(kw_only=True)
+class ScheduleSection:
+    kind: Literal["linear", "cosine", "constant"] = "linear"
+    warmup: float = 0.01  # fraction of training (steps, or time with a budget)
+    min_lr_factor: float = 0.0
+    max_steps: int = 0  # optimizer steps; 0 -> epochs * steps per epoch
+    epochs: int = 1
+    time_budget_minutes: float = 0.0  # cramming: progress = elapsed / budget; > 0 overrides steps
+
+
+@dataclass(kw_only=True)
+class EvalSection:
+    every_steps: int = 0  # 0 = only at the end
+    max_batches: int = 50
+    batch_size: int = 64
+
+
+@dataclass(kw_only=True)
+class CheckpointSection:
+    every_steps: int = 0  # 0 = only at the end
+    keep_last: int = 2
+
+
+@dataclass(kw_only=True)
+class SystemSection:
+    device: str = "auto"  # auto | cpu | cuda
+    precision: Literal["fp32", "bf16"] = "bf16"  # bf16 autocast applies on CUDA only
+    compile: bool = False
+    distributed: Literal["ddp", "fsdp"] = "ddp"  # under torchrun
+    log_every: int = 10
+    progress_bar: bool = True
+    threads: int = 0  # torch.set_num_threads; 0 = leave as is
+
+
+@dataclass(kw_only=True)
+class PretrainConfig:
+    run_dir: str = "runs/pretrain"
+    seed: int = 0
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    electra: ElectraSection = field(default_factory=ElectraSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    system: SystemSection = field(default_factory=SystemSection)
+
+
+def _structured_error(source: str, err: OmegaConfBaseException) -> ValueError:
+    key = getattr(err, "full_key", None)
+    message = str(err).splitlines()[0]
+    return ValueError(f"{source}: {'key ' + repr(key) + ': ' if key else ''}{message}")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PretrainConfig:
+    """YAML file, then dotted `key=value` overrides (e.g. `optim.lr=3e-4 data.prepared_dir=...`).
+
+    Relative data paths in the YAML stay relative to the working directory (where the user runs
+    the command), as the README's commands show them.
+    """
+    schema = OmegaConf.structured(PretrainConfig)
+    merged = schema
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: config file not found")
+        try:
+            loaded = OmegaConf.load(path)
+        except Exception as err:  # yaml.YAMLError carries the line in its message
+            raise ValueError(f"{path}: not valid YAML: {err}") from None
+        try:
+            merged = OmegaConf.merge(merged, loaded)
+        except OmegaConfBaseException as err:
+            raise _structured_error(str(path), err) from None
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r}: expected key=value")
+    try:
+        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        config: PretrainConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as err:
+        raise _structured_error("overrides", err) from None
+    validate(config)
+    return config
+
+
+def validate(config: PretrainConfig) -> None:
+    """Cross-field checks that types alone cannot express."""
+    if config.optim.batch_size < 1 or config.optim.grad_accum < 1:
+        raise ValueError("optim.batch_size and optim.grad_accum must be >= 1")
+    if not 0.0 <= config.schedule.warmup < 1.0:
+        raise ValueError(f"schedule.warmup {config.schedule.warmup} must be a fraction in [0, 1)")
+    if config.schedule.max_steps <= 0 and config.schedule.epochs <= 0 and config.schedule.time_budget_minutes <= 0:
+        raise ValueError("set schedule.max_steps, schedule.epochs or schedule.time_budget_minutes")
+    if not 0.0 < config.electra.generator_size <= 1.0:
+        raise ValueError(f"electra.generator_size {config.electra.generator_size} must be in (0, 1]")
+
+
+def to_yaml(config: PretrainConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(config))
+
+
+def save_config(config: PretrainConfig, path: str | Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(to_yaml(config))
+    os.replace(tmp, path)

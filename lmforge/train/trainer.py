@@ -1,0 +1,343 @@
+"""The pre-training loop: one readable function in the nanoGPT spirit, plus its small helpers.
+
+Data order is a pure function of (seed, epoch): each epoch's permutation comes from a generator
+seeded with both, the global batch of step s is the slice [s*G, (s+1)*G) of it, and micro-batch a
+of rank r is chunk r*accum + a of that slice. So 1 process with accum=k and k processes with
+accum=1 see the same examples per step, and a resume only has to skip to (epoch, step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from lmforge.heads import IGNORE
+from lmforge.models import TaskModel
+from lmforge.train import checkpoint as ckpt
+from lmforge.train.config import PretrainConfig, save_config, to_yaml
+from lmforge.train.distributed import DistInfo, all_reduce_mean, barrier, wrap
+from lmforge.train.logger import RunLogger
+from lmforge.train.optim import build_optimizer, lr_factor, set_lr
+
+StepCallback = Callable[[int, dict[str, Any]], None]
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    step_in_epoch: int = 0  # global batches of `epoch` already consumed
+    elapsed: float = 0.0  # training seconds, carried across resumes (time budgets)
+    tokens: int = 0  # real (non-padding) tokens seen, all ranks
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TrainResult:
+    state: TrainState
+    final_dir: Path | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+def micro_batches(n: int, seed: int, epoch: int, start_step: int, batch: int, accum: int,
+                  info: DistInfo) -> list[list[int]]:
+    """This rank's micro-batches from global step `start_step` to the end of the epoch."""
+    order = epoch_order(n, seed, epoch).tolist()
+    global_batch = batch * accum * info.world_size
+    out = []
+    for step in range(start_step, n // global_batch):
+        base = step * global_batch
+        for a in range(accum):
+            chunk = base + (info.rank * accum + a) * batch
+            out.append(order[chunk:chunk + batch])
+    return out
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if device.type == "cuda" and precision == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class Counts:
+    """Sums for evaluation metrics, reduced over ranks before dividing."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+
+    def add(self, key: str, value: float) -> None:
+        self.sums[key] = self.sums.get(key, 0.0) + float(value)
+
+    def reduce(self, info: DistInfo, device: torch.device) -> dict[str, float]:
+        keys = sorted(self.sums)
+        values = torch.tensor([self.sums[k] for k in keys], dtype=torch.float64, device=device)
+        values = all_reduce_mean(values, info) * info.world_size
+        return dict(zip(keys, values.tolist()))
+
+
+def head_counts(counts: Counts, heads: dict[str, Any]) -> None:
+    """Accuracy and loss numerators/denominators from each head's output."""
+    for name, out in heads.items():
+        if out.labels is None or out.loss is None:
+            continue
+        if name == "mlm":  # logits and labels are the masked positions only: (N, V), (N,)
+            n = out.labels.numel()
+            counts.add("mlm_loss", out.loss.item() * n)
+            counts.add("mlm_correct", (out.logits.argmax(-1) == out.labels).sum().item())
+            counts.add("mlm_n", n)
+        elif name in ("nsp", "sop"):
+            counts.add(f"{name}_correct", (out.logits.argmax(-1) == out.labels).sum().item())
+            counts.add(f"{name}_n", out.labels.numel())
+        elif name == "lm":  # token t predicts t+1
+            n = out.labels[:, 1:].ne(IGNORE).sum().item()
+            counts.add("lm_loss", out.loss.item() * n)
+            counts.add("lm_n", n)
+        elif name == "rtd":
+            active = out.labels.ne(IGNORE)
+            pred = out.logits.gt(0).long()
+            counts.add("rtd_correct", (pred[active] == out.labels[active]).sum().item())
+            counts.add("rtd_n", active.sum().item())
+
+
+def metrics_from_counts(sums: dict[str, float], prefix: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if sums.get("loss_n"):
+        out[f"{prefix}loss"] = sums["loss"] / sums["loss_n"]
+    if sums.get("mlm_n"):
+        out[f"{prefix}mlm_loss"] = sums["mlm_loss"] / sums["mlm_n"]
+        out[f"{prefix}mlm_accuracy"] = sums["mlm_correct"] / sums["mlm_n"]
+        out[f"{prefix}mlm_perplexity"] = math.exp(min(out[f"{prefix}mlm_loss"], 50.0))
+    for name in ("nsp", "sop", "rtd"):
+        if sums.get(f"{name}_n"):
+            out[f"{prefix}{name}_accuracy"] = sums[f"{name}_correct"] / sums[f"{name}_n"]
+    if sums.get("lm_n"):
+        out[f"{prefix}lm_loss"] = sums["lm_loss"] / sums["lm_n"]
+        out[f"{prefix}perplexity"] = math.exp(min(out[f"{prefix}lm_loss"], 50.0))
+    return out
+
+
+@torch.no_grad()
+def evaluate(module: nn.Module, dataset: Dataset, config: PretrainConfig, info: DistInfo,
+             device: torch.device) -> dict[str, float]:
+    """Held-out metrics over the first `eval.max_batches` batches, split across ranks.
+
+    Runs under a forked RNG so evaluating (ELECTRA samples) never changes the training stream.
+    """
+    was_training = module.training
+    module.eval()
+    size = config.eval.batch_size
+    n = min(len(dataset), size * config.eval.max_batches)
+    batches = [list(range(i, min(i + size, n))) for i in range(0, n, size)][info.rank::info.world_size]
+    counts = Counts()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(config.seed)
+        for indices in batches:
+            batch = to_device(dataset.collate([dataset[i] for i in indices]), device)
+            with autocast(device, config.system.precision):
+                out = module(**batch)
+            counts.add("loss", out.loss.item() * len(indices))
+            counts.add("loss_n", len(indices))
+            head_counts(counts, out.heads)
+    module.train(was_training)
+    return metrics_from_counts(counts.reduce(info, device), "eval_")
+
+
+def total_steps(config: PretrainConfig, steps_per_epoch: int) -> int | None:
+    """Optimizer steps to run; None when only the wall-clock budget decides."""
+    if config.schedule.max_steps > 0:
+        return config.schedule.max_steps
+    if config.schedule.time_budget_minutes > 0:
+        return None
+    return config.schedule.epochs * steps_per_epoch
+
+
+def train(config: PretrainConfig, module: nn.Module, models: dict[str, TaskModel], train_set: Dataset,
+          eval_set: Dataset | None, info: DistInfo, device: torch.device, *, resume: bool = False,
+          callbacks: tuple[StepCallback, ...] = (), tokenizer_files: tuple[Path, ...] = ()) -> TrainResult:
+    run_dir = Path(config.run_dir)
+    ckpt_root = run_dir / "checkpoints"
+    opt_cfg, sched = config.optim, config.schedule
+    global_batch = opt_cfg.batch_size * opt_cfg.grad_accum * info.world_size
+    steps_per_epoch = len(train_set) // global_batch
+    if steps_per_epoch == 0:
+        raise ValueError(f"training set has {len(train_set)} examples, fewer than one global batch "
+                         f"({global_batch} = batch_size x grad_accum x world_size)")
+    total = total_steps(config, steps_per_epoch)
+    budget = sched.time_budget_minutes * 60.0
+
+    module.to(device)
+    optimizer = build_optimizer(module, opt_cfg.lr, opt_cfg.weight_decay, (opt_cfg.beta1, opt_cfg.beta2), opt_cfg.eps)
+    state = TrainState()
+    resumed_from = None
+    if resume:
+        resumed_from = ckpt.latest_checkpoint(ckpt_root)
+        if resumed_from is None:
+            raise FileNotFoundError(f"{ckpt_root}: --resume given but there is no complete checkpoint")
+        saved = ckpt.load_trainer_state(resumed_from)
+        if saved.get("config_yaml") != to_yaml(config):
+            print(f"warning: resuming {resumed_from} with a config that differs from the one it was saved with")
+        ckpt.load_models(resumed_from, models)
+        optimizer.load_state_dict(saved["optimizer"])
+        state = TrainState(**saved["train_state"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    wrapped = wrap(module, info, device, config.system.distributed,
+                   find_unused=not any(k in config.objective.kind for k in ("nsp", "sop"))
+                   and any(getattr(m.backbone, "pooler", None) is not None for m in models.values()))
+    forward = torch.compile(wrapped) if config.system.compile else wrapped
+    logger = None
+    if info.is_main:
+        save_config(config, run_dir / "config.yaml")
+        logger = RunLogger(run_dir, resume_step=state.step if resumed_from else None)
+    if resumed_from is not None:
+        ckpt.set_rng_state(ckpt.load_rank_rng(resumed_from, info.rank))  # last: nothing may draw after it
+
+    def progress() -> float:
+        if budget > 0:
+            return state.elapsed / budget
+        return state.step / total
+
+    def done() -> bool:
+        if total is not None and state.step >= total:
+            return True
+        if budget > 0:
+            flag = torch.tensor([float(state.elapsed >= budget)], device=device)
+            return bool(all_reduce_mean(flag, info).item() > 0)  # every rank stops at the same step
+        return False
+
+    def save_checkpoint() -> None:
+        tmp = ckpt.begin(ckpt_root, state.step) if info.is_main else ckpt_root / f".tmp-step-{state.step:07d}"
+        barrier(info)
+        ckpt.write_rank_rng(tmp, info.rank)
+        barrier(info)
+        if info.is_main:
+            ckpt.write_models(tmp, models)
+            ckpt.commit(tmp, ckpt_root, state.step, {
+                "optimizer": optimizer.state_dict(), "train_state": state.to_dict(),
+                "config_yaml": to_yaml(config), "world_size": info.world_size,
+            }, config.checkpoint.keep_last)
+        barrier(info)
+
+    bar = tqdm(total=total, initial=state.step, disable=not (info.is_main and config.system.progress_bar),
+               dynamic_ncols=True, desc="pretrain")
+    history: list[dict[str, Any]] = []
+    module.train()
+    start = time.perf_counter() - state.elapsed
+    window_tokens, window_start = 0, time.perf_counter()
+    while not done():
+        train_set.set_epoch(state.epoch)
+        loader = DataLoader(
+            train_set,
+            batch_sampler=micro_batches(len(train_set), config.seed, state.epoch, state.step_in_epoch,
+                                        opt_cfg.batch_size, opt_cfg.grad_accum, info),
+            collate_fn=train_set.collate, num_workers=config.data.num_workers,
+            generator=torch.Generator().manual_seed(config.seed),  # never draw from the global RNG
+            pin_memory=device.type == "cuda",
+        )
+        micro = iter(loader)
+        while state.step_in_epoch < steps_per_epoch and not done():
+            lr = set_lr(optimizer, opt_cfg.lr, lr_factor(progress(), sched.warmup, sched.kind, sched.min_lr_factor))
+            loss_sum = torch.zeros((), device=device)
+            counts = Counts()
+            tokens = 0
+            for a in range(opt_cfg.grad_accum):
+                batch = to_device(next(micro), device)
+                tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+                last = a == opt_cfg.grad_accum - 1
+                sync = contextlib.nullcontext() if last or not info.enabled else wrapped.no_sync()
+                with sync:
+                    with autocast(device, config.system.precision):
+                        out = forward(**batch)
+                    (out.loss / opt_cfg.grad_accum).backward()
+                loss_sum += out.loss.detach()
+                with torch.no_grad():
+                    head_counts(counts, out.heads)
+            grad_norm = (torch.nn.utils.clip_grad_norm_(module.parameters(), opt_cfg.grad_clip)
+                         if opt_cfg.grad_clip > 0 else None)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.step_in_epoch += 1
+            state.elapsed = time.perf_counter() - start
+            window_tokens += tokens * info.world_size
+            state.tokens += tokens * info.world_size
+            bar.update(1)
+
+            record: dict[str, Any] = {"step": state.step}
+            if state.step % config.system.log_every == 0 or state.step == 1 or done():
+                loss = all_reduce_mean(loss_sum / opt_cfg.grad_accum, info).item()
+                now = time.perf_counter()
+                record.update(loss=loss, lr=lr, epoch=state.epoch, tokens=state.tokens,
+                              tokens_per_s=window_tokens / max(now - window_start, 1e-9),
+                              elapsed_s=state.elapsed)
+                if grad_norm is not None:
+                    record["grad_norm"] = float(grad_norm)
+                record.update(metrics_from_counts(counts.reduce(info, device), "train_"))
+                record.pop("train_loss", None)
+                window_tokens, window_start = 0, now
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+            final = done()
+            if eval_set is not None and ((config.eval.every_steps and state.step % config.eval.every_steps == 0)
+                                         or final):
+                record.update(evaluate(wrapped, eval_set, config, info, device))
+            if len(record) > 1:
+                history.append(record)
+                if logger is not None:
+                    logger.log(record)
+            if (config.checkpoint.every_steps and state.step % config.checkpoint.every_steps == 0) or final:
+                save_checkpoint()
+            for callback in callbacks:
+                callback(state.step, record)
+        if state.step_in_epoch >= steps_per_epoch:
+            state.epoch += 1
+            state.step_in_epoch = 0
+    bar.close()
+
+    final_dir = None
+    if info.is_main:
+        final_dir = save_final(run_dir, models, tokenizer_files)
+        assert logger is not None
+        logger.plot()
+        logger.close()
+    barrier(info)
+    return TrainResult(state=state, final_dir=final_dir, history=history)
+
+
+def save_final(run_dir: Path, models: dict[str, TaskModel], tokenizer_files: tuple[Path, ...]) -> Path:
+    """`final/` is the trained model (the discriminator for ELECTRA) with its tokenizer beside it, ready
+    for fine-tuning or `lmforge convert --to-hf`; other sub-models go to `final-<name>/`."""
+    import shutil
+
+    final = run_dir / "final"
+    for sub, model in models.items():
+        target = final if not sub else run_dir / f"final-{sub}"
+        tmp = target.with_name(target.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        ckpt.write_models(tmp, {"": model})
+        for path in tokenizer_files:
+            shutil.copy2(path, tmp / path.name)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    return final
