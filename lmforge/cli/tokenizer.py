@@ -1,0 +1,59 @@
+"""`lmforge tokenizer train|encode`: train a tokenizer from text files; inspect how text is split."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lmforge.tokenizers import KINDS, TEMPLATES, load_tokenizer, special_tokens, train_tokenizer, write_hf_tokenizer_files
+from lmforge.tokenizers.families import default_family
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("tokenizer", help="train or inspect a tokenizer")
+    sub = parser.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
+
+    train = sub.add_parser("train", help="train WordPiece / byte-level BPE / Unigram on text files")
+    train.add_argument("--kind", choices=KINDS, required=True)
+    train.add_argument("--vocab-size", type=int, required=True)
+    train.add_argument("--corpus", nargs="+", required=True, metavar="FILE",
+                       help="UTF-8 text files (plain or .gz), one sentence or document per line")
+    train.add_argument("--out", required=True, metavar="DIR")
+    train.add_argument("--family", choices=sorted(TEMPLATES), default=None,
+                       help="special tokens and segment template (default: bert/gpt2/albert by kind)")
+    train.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=None,
+                       help="default: the family's (BERT/ALBERT uncased, GPT-2/RoBERTa cased)")
+    train.add_argument("--strip-accents", action="store_true",
+                       help="drop accents (Hangul syllables are kept intact)")
+    train.add_argument("--min-frequency", type=int, default=2)
+    train.add_argument("--limit-alphabet", type=int, default=None,
+                       help="keep at most this many initial characters (default: all)")
+    train.add_argument("--max-length", type=int, default=None, help="model_max_length (default: family's)")
+    train.set_defaults(func=run)
+
+    encode = sub.add_parser("encode", help="show tokens and ids of a text")
+    encode.add_argument("--tokenizer", required=True, metavar="DIR")
+    encode.add_argument("text", nargs="+")
+    encode.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.tokenizer_command == "encode":
+        tokenizer = load_tokenizer(args.tokenizer)
+        encoding = tokenizer.encode(" ".join(args.text))
+        print(" ".join(encoding.tokens))
+        print(" ".join(map(str, encoding.ids)))
+        return 0
+    if args.vocab_size < 1:
+        raise ValueError(f"--vocab-size must be positive, got {args.vocab_size}")
+    family = args.family or default_family(args.kind)
+    tokenizer = train_tokenizer(
+        args.kind, args.corpus, args.vocab_size, lowercase=args.lowercase, strip_accents=args.strip_accents,
+        family=family, min_frequency=args.min_frequency, limit_alphabet=args.limit_alphabet,
+        model_max_length=args.max_length, show_progress=sys.stderr.isatty(),
+    )
+    out = write_hf_tokenizer_files(tokenizer, Path(args.out), family)
+    print(f"{args.kind} tokenizer ({family}), vocab {tokenizer.get_vocab_size()}, "
+          f"specials {special_tokens(tokenizer)} -> {out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,95 @@
+"""Special-token templates of each model family: which tokens exist, in which id order, and how
+one or two segments are wrapped. The tokenizer algorithm (WordPiece, BPE, Unigram) is chosen
+separately, so a template only fixes what the model code and the HF checkpoint expect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tokenizers import processors
+
+
+@dataclass(frozen=True)
+class FamilyTemplate:
+    """The special tokens of one family. `specials` is in id order: a trained vocab starts with them."""
+
+    name: str
+    specials: tuple[str, ...]
+    pad: str | None
+    unk: str | None
+    cls: str | None = None
+    sep: str | None = None
+    mask: str | None = None
+    bos: str | None = None
+    eos: str | None = None
+    default_kind: str = "wordpiece"
+    default_lowercase: bool = False
+    model_max_length: int = 512
+    mask_lstrip: bool = False  # RoBERTa/ALBERT: "<mask>" absorbs the space before it, as in their HF tokenizers
+    model_input_names: tuple[str, ...] = ("input_ids", "token_type_ids", "attention_mask")
+
+    def post_processor(self, token_to_id) -> processors.PostProcessor | None:
+        """Segment wrapping. BERT §3 / ALBERT: [CLS] A [SEP] B [SEP] with segment ids 0/1.
+        RoBERTa (Liu et al. 2019 §4.2 drops NSP and segments): <s> A </s></s> B </s>, all type 0.
+        GPT-2 adds nothing; callers append <|endoftext|> between documents themselves."""
+        if self.name in ("bert", "albert", "electra", "distilbert"):
+            cls, sep = self.cls, self.sep
+            return processors.TemplateProcessing(
+                single=f"{cls}:0 $A:0 {sep}:0",
+                pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+                special_tokens=[(cls, token_to_id(cls)), (sep, token_to_id(sep))],
+            )
+        if self.name == "roberta":
+            return processors.RobertaProcessing(
+                (self.sep, token_to_id(self.sep)), (self.cls, token_to_id(self.cls)),
+                trim_offsets=True, add_prefix_space=False,
+            )
+        if self.name == "gpt2":
+            return processors.ByteLevel(trim_offsets=False)
+        raise ValueError(f"no post-processing defined for family {self.name!r}")
+
+
+_BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def _bert_like(name: str) -> FamilyTemplate:
+    return FamilyTemplate(
+        name=name, specials=_BERT_SPECIALS, pad="[PAD]", unk="[UNK]", cls="[CLS]", sep="[SEP]",
+        mask="[MASK]", default_kind="wordpiece", default_lowercase=True,
+    )
+
+
+TEMPLATES: dict[str, FamilyTemplate] = {
+    "bert": _bert_like("bert"),
+    "electra": _bert_like("electra"),
+    "distilbert": _bert_like("distilbert"),
+    "roberta": FamilyTemplate(
+        name="roberta", specials=("<s>", "<pad>", "</s>", "<unk>", "<mask>"), pad="<pad>", unk="<unk>",
+        cls="<s>", sep="</s>", mask="<mask>", bos="<s>", eos="</s>", default_kind="bpe",
+        mask_lstrip=True, model_input_names=("input_ids", "attention_mask"),
+    ),
+    "gpt2": FamilyTemplate(
+        name="gpt2", specials=("<|endoftext|>",), pad=None, unk=None, bos="<|endoftext|>",
+        eos="<|endoftext|>", default_kind="bpe", model_max_length=1024,
+        model_input_names=("input_ids", "attention_mask"),
+    ),
+    # ALBERT (Lan et al. 2020) keeps BERT's [CLS]/[SEP]/[MASK] but SentencePiece's <pad>/<unk> at 0/1
+    "albert": FamilyTemplate(
+        name="albert", specials=("<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"), pad="<pad>", unk="<unk>",
+        cls="[CLS]", sep="[SEP]", mask="[MASK]", default_kind="unigram", default_lowercase=True,
+        mask_lstrip=True,
+    ),
+}
+
+KINDS = ("wordpiece", "bpe", "unigram")
+
+
+def template(family: str) -> FamilyTemplate:
+    if family not in TEMPLATES:
+        raise ValueError(f"unknown tokenizer family {family!r}; known: {', '.join(TEMPLATES)}")
+    return TEMPLATES[family]
+
+
+def default_family(kind: str) -> str:
+    return {"wordpiece": "bert", "bpe": "gpt2", "unigram": "albert"}[kind]
