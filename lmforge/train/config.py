@@ -14,20 +14,7 @@ from typing import Any, Literal
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-try:
-    from lmforge.data.pretraining import ObjectiveConfig
-except ImportError:  # TEMPORARY until the data side lands: the contract's dataclass verbatim
-    @dataclass(kw_only=True)
-    class ObjectiveConfig:  # type: ignore[no-redef]
-        kind: Literal["mlm", "mlm_nsp", "mlm_sop", "electra", "clm"] = "mlm"
-        max_seq_len: int = 128
-        mlm_probability: float = 0.15
-        mask_token_prob: float = 0.8
-        random_token_prob: float = 0.1
-        whole_word_masking: bool = False
-        dynamic_masking: bool = True
-        short_seq_prob: float = 0.1
-        next_sentence_prob: float = 0.5
+from lmforge.data.pretraining import ObjectiveConfig
 
 
 @dataclass(kw_only=True)

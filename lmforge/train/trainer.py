@@ -279,8 +279,11 @@ def train(config: PretrainConfig, module: nn.Module, models: dict[str, TaskModel
             state.step += 1
             state.step_in_epoch += 1
             state.elapsed = time.perf_counter() - start
-            window_tokens += tokens * info.world_size
-            state.tokens += tokens * info.world_size
+            if info.enabled:  # exact global count (ranks pad differently); one scalar per step
+                tokens = int(round(all_reduce_mean(torch.tensor([float(tokens)], device=device), info).item()
+                                   * info.world_size))
+            window_tokens += tokens
+            state.tokens += tokens
             bar.update(1)
 
             record: dict[str, Any] = {"step": state.step}
