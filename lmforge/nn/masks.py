@@ -20,7 +20,9 @@ def attention_mask_for_sdpa(
         return keys, False
     device = padding_mask.device
     tril = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()  # (T, T)
-    # A left-padded query can see no real key at all; letting every query see itself keeps
-    # its softmax finite (its output is padding and never used).
+    visible = keys & tril  # (B, 1, T, T)
+    # A left-padded query can see no real key at all; letting it see itself keeps its softmax
+    # finite (its output is padding and never used). Only such rows get the diagonal: a padding
+    # query after real tokens sees those, as in transformers, whose QA/token losses read them.
     diag = torch.eye(seq_len, dtype=torch.bool, device=device)
-    return (keys & tril) | diag, False  # (B, 1, T, T)
+    return visible | (diag & ~visible.any(dim=-1, keepdim=True)), False  # (B, 1, T, T)
