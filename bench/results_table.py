@@ -1,0 +1,39 @@
+"""Markdown table of bench/results/*.json (written by bench_finetune.py) for the README."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MAIN = {"sst2": ["accuracy"], "mrpc": ["f1", "accuracy"], "stsb": ["pearson", "spearman"],
+        "conll2003": ["f1"], "squad": ["exact_match", "f1"]}
+
+
+def fmt_metrics(task: str, metrics: dict) -> str:
+    scale = 1.0 if task in ("conll2003", "squad") else 100.0  # show everything in percent
+    return " / ".join(f"{k} {scale * metrics[k]:.1f}" for k in MAIN.get(task, list(metrics)) if k in metrics)
+
+
+def table(paths: list[Path]) -> str:
+    rows = ["| task | target | lmforge score | HF score | lmforge time | HF time | speedup | setting |",
+            "|---|---|---|---|---|---|---|---|"]
+    for path in paths:
+        r = json.loads(path.read_text())
+        ours, theirs, s = r["lmforge"], r.get("hf"), r["settings"]
+        setting = f"{s['epochs']:g} ep, bs {s['batch_size']}, lr {s['lr']:g}, {s['device']}"
+        if s.get("limit"):
+            setting += f", limit {s['limit']}"
+        rows.append("| " + " | ".join([
+            r["task"], r["target"], fmt_metrics(r["task"], ours["metrics"]),
+            fmt_metrics(r["task"], theirs["metrics"]) if theirs else "-",
+            f"{ours['wall_seconds']:.0f} s", f"{theirs['wall_seconds']:.0f} s" if theirs else "-",
+            f"{r['speedup']:.2f}x" if "speedup" in r else "-", setting]) + " |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    include_limited = "--all" in sys.argv
+    paths = sorted(p for p in RESULTS.glob("*.json") if include_limited or "_limit" not in p.name)
+    print(table(paths) if paths else "no results in bench/results (run bench/bench_finetune.py)")
