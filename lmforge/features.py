@@ -37,7 +37,9 @@ def read_texts(path: str | Path) -> list[str]:
         except UnicodeDecodeError as err:
             raise ValueError(f"{path}: line {number}: not UTF-8 text ({err.reason})") from None
         if not text.strip():
-            raise ValueError(f"{path}: line {number}: empty line (one text per line; output rows follow lines)")
+            raise ValueError(
+                f"{path}: line {number}: empty line (one text per line; output rows follow lines)"
+            )
         texts.append(text)
     if not texts:
         raise ValueError(f"{path}: no texts (file is empty)")
@@ -105,7 +107,8 @@ def embed_texts(
     max_length = min(max_length or positions, positions)
     if layers is not None:
         layers = _check_layers(layers, config.num_layers)
-    pad_id = config.pad_token_id if config.pad_token_id is not None else 0  # RoBERTa positions need the real one
+    # RoBERTa's position ids count non-pad tokens, so padding must use the model's own pad id
+    pad_id = config.pad_token_id if config.pad_token_id is not None else 0
     device = next(backbone.parameters()).device
 
     encodings = encode_texts(tokenizer, texts, max_length)

@@ -171,11 +171,13 @@ def test_cli_bad_inputs_name_file_line_problem(tmp_path):
     with pytest.raises(ValueError, match=r"latin1.txt: line 2: not UTF-8"):
         read_texts(latin1)
     with pytest.raises(FileNotFoundError, match=r"missing.txt: input file not found"):
-        _run_embed(["embed", "--model", str(directory), "--input", str(tmp_path / "missing.txt"), "--out", out])
+        _run_embed(["embed", "--model", str(directory), "--input", str(tmp_path / "missing.txt"),
+                    "--out", out])
     with pytest.raises(ValueError, match=r"--layers 'a,b': expected comma-separated integers"):
         _run_embed(["embed", "--model", str(directory), "--input", str(gap), "--out", out, "--layers", "a,b"])
     with pytest.raises(ValueError, match=r"o.txt: output must be a .npy file"):
-        _run_embed(["embed", "--model", str(directory), "--input", str(gap), "--out", str(tmp_path / "o.txt")])
+        _run_embed(["embed", "--model", str(directory), "--input", str(gap),
+                    "--out", str(tmp_path / "o.txt")])
     assert not (tmp_path / "o.npy").exists()
 
 

@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("embed", help="one vector per input line (or per line and layer) to .npy")
     # argparse takes "-1" as a value but "-1,-2" as an unknown option; let comma lists of negatives through
     parser._negative_number_matcher = re.compile(r"^-\d+(,\s*-?\d+)*$|^-\d*\.\d+$")
-    parser.add_argument("--model", required=True, metavar="DIR", help="lmforge or HuggingFace model directory")
+    parser.add_argument("--model", required=True, metavar="DIR",
+                        help="lmforge or HuggingFace model directory")
     parser.add_argument("--input", required=True, metavar="FILE", help="UTF-8 text, one text per line")
     parser.add_argument("--out", required=True, metavar="FILE.npy")
     parser.add_argument("--pooling", choices=POOLINGS, default="mean",
@@ -27,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--layers", default=None, metavar="I,J,...",
                         help="hidden states to keep, e.g. -1,-2 (0 = embeddings); output (N, layers, H)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-length", type=int, default=None, help="tokens per text (default: model's maximum)")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="tokens per text (default: model's maximum)")
     parser.add_argument("--no-normalize", dest="normalize", action="store_false",
                         help="keep raw vectors instead of L2-normalising them")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")

@@ -6,7 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from lmforge.tokenizers import KINDS, TEMPLATES, load_tokenizer, special_tokens, train_tokenizer, write_hf_tokenizer_files
+from lmforge.tokenizers import (
+    KINDS,
+    TEMPLATES,
+    load_tokenizer,
+    special_tokens,
+    train_tokenizer,
+    write_hf_tokenizer_files,
+)
 from lmforge.tokenizers.families import default_family
 
 

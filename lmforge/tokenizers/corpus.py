@@ -34,7 +34,9 @@ def check_corpus_file(path: str | Path) -> Path:
     if not head.strip():
         raise ValueError(f"{path}: corpus file is empty")
     if b"\x00" in head:
-        raise ValueError(f"{path}: looks binary (NUL bytes in the first {len(head)} bytes), expected UTF-8 text")
+        raise ValueError(
+            f"{path}: looks binary (NUL bytes in the first {len(head)} bytes), expected UTF-8 text"
+        )
     try:
         head.decode("utf-8")
     except UnicodeDecodeError as err:

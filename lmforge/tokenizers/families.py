@@ -26,7 +26,7 @@ class FamilyTemplate:
     default_kind: str = "wordpiece"
     default_lowercase: bool = False
     model_max_length: int = 512
-    mask_lstrip: bool = False  # RoBERTa/ALBERT: "<mask>" absorbs the space before it, as in their HF tokenizers
+    mask_lstrip: bool = False  # RoBERTa/ALBERT: the mask token absorbs the space before it (their HF files)
     model_input_names: tuple[str, ...] = ("input_ids", "token_type_ids", "attention_mask")
 
     def post_processor(self, token_to_id) -> processors.PostProcessor | None:

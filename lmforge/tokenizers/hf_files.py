@@ -103,7 +103,8 @@ def _from_bpe_files(directory: Path, config: dict[str, Any]) -> Tokenizer:
     )
     tmpl = TEMPLATES["roberta" if is_roberta else "gpt2"]
     tokenizer = Tokenizer(model)
-    tokenizer.pre_tokenizer = pipeline.pre_tokenizer("bpe", add_prefix_space=bool(config.get("add_prefix_space")))
+    prefix_space = bool(config.get("add_prefix_space"))
+    tokenizer.pre_tokenizer = pipeline.pre_tokenizer("bpe", add_prefix_space=prefix_space)
     tokenizer.decoder = pipeline.decoder("bpe")
     _add_specials(tokenizer, list(tmpl.specials), {tmpl.mask} if tmpl.mask_lstrip else set())
     missing = [t for t in tmpl.specials if t not in vocab]
@@ -182,8 +183,8 @@ def write_hf_tokenizer_files(tokenizer: Tokenizer, out_dir: str | Path, family: 
     tmpl = TEMPLATES.get(family, TEMPLATES["gpt2" if family == "openai-gpt" else "bert"])
     ids = special_tokens(tokenizer)
     id_to_token = tokenizer.id_to_token
-    tokens = {role: id_to_token(getattr(ids, role)) for role in ("pad", "unk", "cls", "sep", "mask", "bos", "eos")
-              if getattr(ids, role) is not None}
+    roles = ("pad", "unk", "cls", "sep", "mask", "bos", "eos")
+    tokens = {role: id_to_token(getattr(ids, role)) for role in roles if getattr(ids, role) is not None}
     if model_max_length is None:
         truncation = tokenizer.truncation
         model_max_length = truncation["max_length"] if truncation else tmpl.model_max_length

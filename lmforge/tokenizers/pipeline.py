@@ -68,9 +68,10 @@ def pre_tokenizer(kind: str, add_prefix_space: bool = False) -> pre_tokenizers.P
         return pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space, use_regex=True)
     if kind == "unigram":
         # SentencePiece marks word starts with U+2581 and treats the text as one stream (§2)
-        return pre_tokenizers.Sequence(
-            [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")]
-        )
+        return pre_tokenizers.Sequence([
+            pre_tokenizers.WhitespaceSplit(),
+            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always"),
+        ])
     raise ValueError(f"unknown tokenizer kind {kind!r}")
 
 

@@ -33,7 +33,8 @@ class SpecialTokens:
 
     def ids(self) -> set[int]:
         """Every special id, e.g. to keep them out of MLM masking."""
-        return {v for v in (self.pad, self.unk, self.cls, self.sep, self.mask, self.bos, self.eos) if v is not None}
+        values = (self.pad, self.unk, self.cls, self.sep, self.mask, self.bos, self.eos)
+        return {v for v in values if v is not None}
 
 
 def special_tokens(tokenizer: Tokenizer) -> SpecialTokens:

@@ -28,11 +28,13 @@ def _added(tmpl: FamilyTemplate) -> list[AddedToken]:
 def _model_and_trainer(kind: str, tmpl: FamilyTemplate, vocab_size: int, min_frequency: int,
                        limit_alphabet: int | None, show_progress: bool):
     specials = _added(tmpl)
-    alphabet = {} if limit_alphabet is None else {"limit_alphabet": limit_alphabet}  # None: keep every character
+    # None keeps every character: a 1000-character cap would turn rare Hangul syllables into [UNK]
+    alphabet = {} if limit_alphabet is None else {"limit_alphabet": limit_alphabet}
     if kind in ("wordpiece", "unigram") and tmpl.unk is None:
         raise ValueError(f"{kind} needs an unknown token, but family {tmpl.name!r} has none; use kind 'bpe'")
     if kind == "wordpiece":
-        model = models.WordPiece(unk_token=tmpl.unk, continuing_subword_prefix="##", max_input_chars_per_word=100)
+        model = models.WordPiece(unk_token=tmpl.unk, continuing_subword_prefix="##",
+                                 max_input_chars_per_word=100)
         trainer = trainers.WordPieceTrainer(
             vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
             continuing_subword_prefix="##", show_progress=show_progress, **alphabet,
@@ -88,7 +90,9 @@ def train_tokenizer(
     if not files:
         raise ValueError("no corpus files given")
     if vocab_size <= len(tmpl.specials):
-        raise ValueError(f"vocab_size {vocab_size} leaves no room beyond the {len(tmpl.specials)} special tokens")
+        raise ValueError(
+            f"vocab_size {vocab_size} leaves no room beyond the {len(tmpl.specials)} special tokens"
+        )
     if lowercase is None:
         lowercase = tmpl.default_lowercase
 
@@ -107,7 +111,8 @@ def train_tokenizer(
 
     for expected, tok in enumerate(tmpl.specials):  # the model config's pad/cls ids rely on this order
         if tokenizer.token_to_id(tok) != expected:
-            raise RuntimeError(f"special token {tok} got id {tokenizer.token_to_id(tok)}, expected {expected}")
+            got = tokenizer.token_to_id(tok)
+            raise RuntimeError(f"special token {tok} got id {got}, expected {expected}")
     if tokenizer.get_vocab_size() <= len(tmpl.specials):
         raise ValueError(f"corpus {', '.join(map(str, files))} produced no vocabulary (too little text?)")
     return finish_tokenizer(tokenizer, tmpl, model_max_length or tmpl.model_max_length)
