@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from lmforge.config import is_lmforge_dir
 from lmforge.models import TaskModel, load_model, save_model
 from lmforge.models.task_model import load_state
+from lmforge.nn.init import init_weights
 from lmforge.tasks import Encoded, Task, TaskOptions, default_max_length, get_task
 from lmforge.tasks.base import feature_length
 from lmforge.tasks.text import load_task_tokenizer, pad_id
@@ -84,7 +85,8 @@ def load_backbone_with_head(path: str | Path, head_spec: dict[str, Any]) -> Task
         raise ValueError(f"{path}: not an lmforge model directory, and lmforge.convert is not available "
                          "to read other formats") from None
     source = load_pretrained(path)
-    model = TaskModel(source.config, {HEAD: head_spec})
+    model = TaskModel(source.config, {HEAD: head_spec}, init=False)  # the backbone is loaded below
+    init_weights(model.heads[HEAD], source.config)
     state = {k: v for k, v in source.state_dict().items() if k.startswith("backbone.")}
     load_state(model, state, str(path), allow_missing_heads=True)
     return model
