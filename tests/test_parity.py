@@ -39,8 +39,15 @@ HEADS = {
              "ForQuestionAnswering"],
 }
 CASES = [(family, suffix) for family, suffixes in HEADS.items() for suffix in suffixes]
-# a regression head (num_labels == 1) for one encoder and one decoder
-CASES += [("bert", "ForSequenceClassification:regression"), ("gpt2", "ForSequenceClassification:regression")]
+# variants: a regression head (num_labels == 1) for one encoder and one decoder; DistilBERT's
+# fixed sinusoidal positions; ALBERT with one group per layer (no sharing)
+CASES += [("bert", "ForSequenceClassification:regression"), ("gpt2", "ForSequenceClassification:regression"),
+          ("distilbert", "ForMaskedLM:sinusoidal"), ("albert", "ForPreTraining:groups2")]
+
+
+def base_case(suffix: str) -> str:
+    """The architecture suffix a variant behaves as in a batch (regression stays its own)."""
+    return suffix if suffix.endswith(":regression") else suffix.split(":")[0]
 
 AUTO = {"Model": "AutoModel", "ForPreTraining": "AutoModelForPreTraining", "ForMaskedLM": "AutoModelForMaskedLM",
         "ForNextSentencePrediction": "AutoModelForNextSentencePrediction",
@@ -68,14 +75,16 @@ def hf_config(family: str, suffix: str):
         if family in ("albert", "electra"):
             kw["embedding_size"] = 16
         if family == "albert":
-            kw["num_hidden_groups"] = 1  # both layers share one group (ALBERT §3.1)
+            # both layers share one group (ALBERT §3.1), or each has its own
+            kw["num_hidden_groups"] = 2 if suffix.endswith(":groups2") else 1
         if family == "roberta":
             kw.update(pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1)
         config_cls = getattr(transformers, PREFIX[family] + "Config")
         return config_cls(**kw, **common)
     if family == "distilbert":
         return transformers.DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=37,
-                                             max_position_embeddings=64, **common)
+                                             max_position_embeddings=64,
+                                             sinusoidal_pos_embds=suffix.endswith(":sinusoidal"), **common)
     kw = dict(n_embd=32, n_layer=2, n_head=4, n_positions=64, pad_token_id=0)
     if family == "gpt2":
         return transformers.GPT2Config(n_inner=37, bos_token_id=2, eos_token_id=2, **kw, **common)
@@ -103,6 +112,7 @@ def pad_id(family: str) -> int:
 
 def make_batch(family: str, suffix: str) -> tuple[dict, dict, dict, dict]:
     """(hf inputs, our inputs, hf labels, our labels) for one forward of both models."""
+    suffix = base_case(suffix)
     g = torch.Generator().manual_seed(7)
     shape = (B, C, T) if suffix == "ForMultipleChoice" else (B, T)
     ids = torch.randint(3, 99, shape, generator=g)
@@ -150,6 +160,7 @@ def make_batch(family: str, suffix: str) -> tuple[dict, dict, dict, dict]:
 
 def head_logits(suffix: str, hf_out, ours_out) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     """Pairs of (what, HF tensor, our tensor) for the head outputs of one architecture."""
+    suffix = base_case(suffix)
     h = ours_out.heads
     if suffix == "Model":
         pairs = [("last_hidden_state", hf_out.last_hidden_state, ours_out.backbone.last_hidden_state)]
@@ -173,6 +184,9 @@ def head_logits(suffix: str, hf_out, ours_out) -> list[tuple[str, torch.Tensor, 
 def test_hf_to_lmforge_parity(family, suffix):
     hf_model, directory = hf_checkpoint(family, suffix)
     ours = load_hf(directory).eval()
+    assert ours.config.sinusoidal_positions == suffix.endswith(":sinusoidal")
+    if family == "albert":
+        assert len(ours.backbone.layers) == (2 if suffix.endswith(":groups2") else 1)
     hf_in, ours_in, hf_labels, ours_labels = make_batch(family, suffix)
     with torch.no_grad():
         hf_out = hf_model(**hf_in, output_hidden_states=True)
