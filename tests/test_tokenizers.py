@@ -282,6 +282,21 @@ def test_load_bert_vocab_txt_matches_transformers(tmp_path):
     assert pair.type_ids == hf(texts[0], texts[1])["token_type_ids"]
 
 
+def test_released_bert_tokenizer_round_trips_through_hf_files(tmp_path):
+    """A released uncased BERT strips accents (strip_accents=None follows lowercase); writing it
+    out must keep that behaviour explicit so transformers 5 rebuilds the same normaliser."""
+    src = _minilm_dir()
+    tok = load_tokenizer(src)
+    tok.no_padding()
+    write_hf_tokenizer_files(tok, tmp_path, "bert")
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] == "BertTokenizer" and config["strip_accents"] is True
+    ours = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    original = transformers.AutoTokenizer.from_pretrained(src)
+    for text in SAMPLES + ["Café RÉSUMÉ naïve 東京"]:
+        assert ours(text)["input_ids"] == original(text)["input_ids"] == tok.encode(text).ids, text
+
+
 @pytest.mark.parametrize("family", ["gpt2", "roberta"])
 def test_load_vocab_json_merges_matches_transformers(trained, tmp_path, family):
     tok, _ = trained["bpe", family]
