@@ -7,7 +7,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from lmforge.config import WEIGHTS_FILE, is_lmforge_dir
+from lmforge.config import is_lmforge_dir
 from lmforge.convert.hf_config import BASE_PREFIX, family_of, from_hf_config, to_hf_config
 from lmforge.convert.hf_io import read_hf_config, read_hf_weights, strip_prefix
 from lmforge.convert.keymaps import FAMILY_MAPS
@@ -108,13 +108,18 @@ def _copy_tokenizer(src: Path, dst: Path, family: str, to_hf: bool) -> None:
     try:
         from lmforge.tokenizers import load_tokenizer, write_hf_tokenizer_files
     except ImportError:
-        load_tokenizer = write_hf_tokenizer_files = None
+        load_tokenizer = write_hf_tokenizer_files = None  # type: ignore[assignment]
+    tokenizer = None
     if load_tokenizer is not None:
-        tokenizer = load_tokenizer(src)
+        try:
+            tokenizer = load_tokenizer(src)
+        except (ValueError, FileNotFoundError) as err:  # e.g. a sentencepiece-only HF directory
+            log.warning("%s: tokenizer files copied as they are (%s)", src, err)
+    if tokenizer is not None:
         if to_hf:
             write_hf_tokenizer_files(tokenizer, dst, family)
         else:
             tokenizer.save(str(dst / "tokenizer.json"))
-        present = [n for n in present if not (dst / n).exists() and n != WEIGHTS_FILE]
+        present = [n for n in present if not (dst / n).exists()]  # the rest as they are (vocab.txt ...)
     for name in present:
         shutil.copyfile(src / name, dst / name)

@@ -78,13 +78,6 @@ def _act(table: dict[str, str], name: Any, where: str) -> str:
     return table[name]
 
 
-def _get(hf: dict[str, Any], key: str, default: Any, where: str) -> Any:
-    value = hf.get(key, default)
-    if value is None and default is not None:
-        return default
-    return value
-
-
 def family_of(hf: dict[str, Any], where: str) -> str:
     model_type = hf.get("model_type")
     if model_type not in MODEL_TYPES:
@@ -159,7 +152,7 @@ def from_hf_config(hf: dict[str, Any], where: str = "config.json",
     arch, kinds = architecture_of(hf, family, where)
     heads = _heads(kinds, hf, where)
     tie = bool(hf.get("tie_word_embeddings", True))
-    init_range = float(_get(hf, "initializer_range", 0.02, where))
+    init_range = float(hf.get("initializer_range") or 0.02)
     pad = hf.get("pad_token_id")
     if family in ("bert", "roberta", "albert", "electra"):
         _reject(hf, where, position_embedding_type=("absolute",), is_decoder=(False,),
