@@ -29,7 +29,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.01,
                     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6) -> torch.optim.AdamW:
-    fused = all(p.is_cuda for p in model.parameters()) or None
+    # The fused kernel exists for CPU and CUDA (torch >= 2.4) and is ~10x faster than the per-tensor
+    # loop on CPU, where the optimizer step can otherwise cost as much as a short-sequence step.
+    devices = {p.device.type for p in model.parameters()}
+    fused = True if len(devices) == 1 and devices <= {"cpu", "cuda"} else None
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps,
                              fused=fused)
 
