@@ -221,6 +221,25 @@ def test_gpt2_hub_layout_without_prefix_and_with_mask_buffers(tmp_path):
         torch.testing.assert_close(ours, reference(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
 
 
+def test_tied_pair_stored_under_the_decoder_name_only(tmp_path):
+    """A file may keep a tied pair under either name; the embedding is filled from lm_head.weight."""
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+    reference = transformers.GPT2LMHeadModel(config).eval()
+    reference.save_pretrained(tmp_path)
+
+    def decoder_only(state):
+        state["lm_head.weight"] = state.pop("transformer.wte.weight")
+
+    edit_weights(tmp_path, decoder_only)
+    model = load_hf(tmp_path).eval()
+    assert torch.equal(model.backbone.embeddings.tok.weight, reference.transformer.wte.weight)
+    ids = torch.randint(0, 99, (2, 5))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).heads["clm"].logits, reference(input_ids=ids).logits,
+                                   atol=1e-5, rtol=1e-5)
+
+
 def test_unused_head_tensors_are_dropped_with_a_report(tmp_path, caplog):
     """bert-base-uncased says BertForMaskedLM but ships the NSP head too; HF ignores it, so do we."""
     hf_bert(tmp_path, "BertForPreTraining")

@@ -36,12 +36,24 @@ def load_hf(hf_dir: str | Path) -> TaskModel:
     kinds = {name: spec["kind"] for name, spec in info.heads.items()}
     cmap = compile_map(FAMILY_MAPS[family], len(model.backbone.layers), kinds)
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    ours, dropped = hf_to_ours(state, cmap, expected, model.tied_keys(), str(path))
+    ours, dropped = hf_to_ours(state, cmap, expected, _tie_partners(model), str(path))
     if dropped:
         log.warning("%s: %d tensors of heads that %s does not use were dropped: %s",
                     path, len(dropped), info.architecture, ", ".join(dropped))
     load_state(model, ours, str(path))
     return model
+
+
+def _tie_partners(model: TaskModel) -> dict[str, str]:
+    """Each later name of a shared parameter -> the first name (what `state_dict` saves)."""
+    first: dict[int, str] = {}
+    partners: dict[str, str] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in first:
+            partners[name] = first[id(param)]
+        else:
+            first[id(param)] = name
+    return partners
 
 
 def save_hf(model: TaskModel, out_dir: str | Path) -> Path:

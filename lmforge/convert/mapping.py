@@ -70,10 +70,12 @@ def compile_map(fmap: FamilyMap, blocks: int, heads: dict[str, str]) -> Compiled
 
 
 def hf_to_ours(state: dict[str, torch.Tensor], cmap: CompiledMap, expected: dict[str, torch.Size],
-               tied: set[str], source: str) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Our state dict from an HF one (base prefix already stripped). Returns it and the names of
-    HF tensors dropped because they belong to heads this architecture does not have."""
+               tied: dict[str, str], source: str) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Our state dict from an HF one (base prefix already stripped). `tied` maps each of our tied
+    names to the name it shares storage with (decoder -> token embedding). Returns the state and
+    the names of HF tensors dropped because they belong to heads this architecture does not have."""
     ours: dict[str, torch.Tensor] = {}
+    tied_copies: dict[str, tuple[str, torch.Tensor]] = {}
     origin: dict[str, str] = {}
     consumed: set[str] = set()
     problems: list[str] = []
@@ -98,21 +100,26 @@ def hf_to_ours(state: dict[str, torch.Tensor], cmap: CompiledMap, expected: dict
         if hf in cmap.transposed:
             tensor = tensor.t()  # Conv1D (in, out) -> Linear (out, in)
         consumed.add(hf)
-        if target in tied:
-            continue  # the decoder shares the token embedding; HF stores a copy or nothing
+        if target in tied:  # the decoder shares the token embedding; HF stores a copy or nothing
+            tied_copies[tied[target]] = (hf, tensor)
+            continue
         if target in ours:  # an alias of a tensor already read (HF's tied MLM decoder bias)
             if ours[target].shape != tensor.shape or not torch.equal(ours[target], tensor):
                 problems.append(f"{hf} and {origin[target]} should be the same tensor ({target}) but differ")
             continue
         ours[target] = tensor.contiguous()
         origin[target] = hf
+    for partner, (hf, tensor) in tied_copies.items():
+        if partner not in ours:  # some files keep only the decoder's name for the tied pair
+            ours[partner] = tensor.contiguous()
+            origin[partner] = hf
     dropped_heads = sorted(k for k in state if k in cmap.unused_heads)
     unexpected = sorted(set(state) - consumed - cmap.dropped - set(dropped_heads))
     if unexpected:
         problems.append(f"unexpected tensors (no place in lmforge's model): {unexpected}")
     for target in sorted(set(ours) - set(expected)):
         problems.append(f"{origin[target]} maps to {target}, which this model does not have")
-    for target in sorted(set(expected) - set(ours) - tied):
+    for target in sorted(set(expected) - set(ours) - set(tied)):
         wanted = [hf for hf, t in cmap.renames.items() if t == target] or cmap.fused.get(target) or ["?"]
         problems.append(f"missing tensor {wanted[0]} (for {target})")
     for target in sorted(set(ours) & set(expected)):
