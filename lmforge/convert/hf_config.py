@@ -312,6 +312,9 @@ def _check_head_styles(config: ModelConfig, heads: dict[str, dict[str, Any]]) ->
         if style != want:
             raise ConfigError(f"head {name!r}: HF's {config.family} {kind} head reads the sequence as "
                               f"{want!r}, this one as {style!r}")
+        if config.family == "electra" and kind == "classification" and config.classifier_activation != "gelu":
+            raise ConfigError(f"head {name!r}: HF's ElectraClassificationHead hard-codes GELU; this model "
+                              f"has classifier_activation={config.classifier_activation!r}")
 
 
 def to_hf_config(config: ModelConfig, heads: dict[str, dict[str, Any]]) -> dict[str, Any]:
