@@ -2,7 +2,8 @@
 
 A checkpoint is a directory `checkpoints/step-NNNNNNN/` holding the model(s) as lmforge model
 dirs (model.safetensors + config.json), `trainer_state.pt` (optimizer state, counters, the
-config used) and one `rng-rankR.pt` per rank. It is written under a temporary name, fsynced and
+config used) and one `rng-rankR.pt` per rank. Under FSDP the weights and optimizer state are
+gathered to full, unsharded tensors first, so the files are the same whatever the strategy. It is written under a temporary name, fsynced and
 renamed, so a kill at any moment leaves either the previous checkpoint or the new one complete.
 Every `.pt` file holds only tensors and plain containers and is read with weights_only=True.
 """
@@ -18,10 +19,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
+from lmforge.config import WEIGHTS_FILE, CheckpointConfig
 from lmforge.models import TaskModel, save_model
 from lmforge.models.task_model import load_state
-from lmforge.weights import load_weights
+from lmforge.train.distributed import is_sharded, reshard
+from lmforge.weights import load_weights, save_weights
 
 STATE_FILE = "trainer_state.pt"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -107,9 +111,76 @@ def begin(root: Path, step: int) -> Path:
     return tmp
 
 
-def write_models(tmp: Path, models: dict[str, TaskModel]) -> None:
+def full_states(module: nn.Module, models: dict[str, TaskModel], is_main: bool) -> dict[str, dict] | None:
+    """Full, unsharded CPU weights of each saved model under FSDP: a collective every rank must join;
+    only the main rank gets the tensors. None when the models are not sharded (save them as they are).
+
+    `module` is the (possibly sharded) root the models live in; the models are it or its children."""
+    if not is_sharded(module):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    reshard(module)
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)  # gathered on rank 0 only
+    states = {sub: get_model_state_dict(model, options=options) for sub, model in models.items()}
+    return states if is_main else None
+
+
+def write_models(tmp: Path, models: dict[str, TaskModel], states: dict[str, dict] | None = None) -> None:
+    """The lmforge model dirs (model.safetensors + config.json). `states` (from full_states) replaces
+    the live state dicts, so a sharded model is written in exactly the unsharded format."""
     for sub, model in models.items():
-        save_model(model, tmp / sub if sub else tmp)
+        directory = tmp / sub if sub else tmp
+        if states is None:
+            save_model(model, directory)
+            continue
+        directory.mkdir(parents=True, exist_ok=True)
+        tied = model.tied_keys()
+        save_weights({k: v for k, v in states[sub].items() if k not in tied}, directory / WEIGHTS_FILE)
+        CheckpointConfig(model=model.config, heads=model.head_specs()).save(directory)
+
+
+# --------------------------------------------------------------------------------------------
+# Optimizer state: torch's own format unsharded; parameter names when sharded (FSDP)
+# --------------------------------------------------------------------------------------------
+def optimizer_state(module: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """`optimizer.state_dict()`; under FSDP the full (unsharded) state keyed by parameter name,
+    gathered to CPU with a collective every rank must join (non-main ranks get an empty dict)."""
+    if not is_sharded(module):
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    reshard(module)
+    return get_optimizer_state_dict(module, optimizer,
+                                    options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_optimizer_state(module: nn.Module, optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """Either format into either kind of model: a name-keyed (FSDP) state is split into this rank's
+    shards (or loaded whole on one process); torch's index-keyed format loads directly unsharded."""
+    keyed_by_name = any(isinstance(k, str) for k in saved.get("state", {}))
+    if not keyed_by_name and not is_sharded(module):
+        optimizer.load_state_dict(saved)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    if not keyed_by_name:
+        saved = _names_for_indices(module, optimizer, saved)
+    # strict=False: parameters that never received a gradient (e.g. an unused pooler) have no state
+    set_optimizer_state_dict(module, optimizer, saved, options=StateDictOptions(full_state_dict=True, strict=False))
+
+
+def _names_for_indices(module: nn.Module, optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> dict:
+    """torch's index-keyed optimizer state -> name-keyed: index i is the i-th parameter over the
+    param groups, which build_optimizer lays out identically for the same model."""
+    names = {id(p): n for n, p in module.named_parameters()}  # first name of a tied tensor
+    order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    saved_order = [i for group in saved["param_groups"] for i in group["params"]]
+    if len(order) != len(saved_order):
+        raise ValueError(f"optimizer state has {len(saved_order)} parameters; the model has {len(order)}")
+    name_of = dict(zip(saved_order, order))
+    groups = [{**g, "params": [name_of[i] for i in g["params"]]} for g in saved["param_groups"]]
+    return {"state": {name_of[i]: v for i, v in saved["state"].items()}, "param_groups": groups}
 
 
 def write_rank_rng(tmp: Path, rank: int) -> None:

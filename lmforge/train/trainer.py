@@ -25,7 +25,7 @@ from lmforge.heads import IGNORE
 from lmforge.models import TaskModel
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.config import PretrainConfig, save_config, to_yaml
-from lmforge.train.distributed import DistInfo, all_reduce_mean, barrier, wrap
+from lmforge.train.distributed import DistInfo, all_reduce_mean, barrier, clip_grad_norm, no_sync, wrap
 from lmforge.train.logger import RunLogger
 from lmforge.train.optim import build_optimizer, lr_factor, set_lr
 
@@ -187,7 +187,6 @@ def train(config: PretrainConfig, module: nn.Module, models: dict[str, TaskModel
     budget = sched.time_budget_minutes * 60.0
 
     module.to(device)
-    optimizer = build_optimizer(module, opt_cfg.lr, opt_cfg.weight_decay, (opt_cfg.beta1, opt_cfg.beta2), opt_cfg.eps)
     state = TrainState()
     resumed_from = None
     if resume:
@@ -197,13 +196,16 @@ def train(config: PretrainConfig, module: nn.Module, models: dict[str, TaskModel
         saved = ckpt.load_trainer_state(resumed_from)
         if saved.get("config_yaml") != to_yaml(config):
             print(f"warning: resuming {resumed_from} with a config that differs from the one it was saved with")
-        ckpt.load_models(resumed_from, models)
-        optimizer.load_state_dict(saved["optimizer"])
+        ckpt.load_models(resumed_from, models)  # full weights, before FSDP shards them
         state = TrainState(**saved["train_state"])
     run_dir.mkdir(parents=True, exist_ok=True)
     wrapped = wrap(module, info, device, config.system.distributed,
                    find_unused=not any(k in config.objective.kind for k in ("nsp", "sop"))
                    and any(getattr(m.backbone, "pooler", None) is not None for m in models.values()))
+    # after wrapping: FSDP replaces the parameters with its shards
+    optimizer = build_optimizer(module, opt_cfg.lr, opt_cfg.weight_decay, (opt_cfg.beta1, opt_cfg.beta2), opt_cfg.eps)
+    if resumed_from is not None:
+        ckpt.load_optimizer_state(module, optimizer, saved["optimizer"])
     forward = torch.compile(wrapped) if config.system.compile else wrapped
     logger = None
     if info.is_main:
@@ -229,11 +231,13 @@ def train(config: PretrainConfig, module: nn.Module, models: dict[str, TaskModel
         tmp = ckpt.begin(ckpt_root, state.step) if info.is_main else ckpt_root / f".tmp-step-{state.step:07d}"
         barrier(info)
         ckpt.write_rank_rng(tmp, info.rank)
+        states = ckpt.full_states(module, models, info.is_main)  # collectives under FSDP: every rank
+        optimizer_state = ckpt.optimizer_state(module, optimizer)
         barrier(info)
         if info.is_main:
-            ckpt.write_models(tmp, models)
+            ckpt.write_models(tmp, models, states)
             ckpt.commit(tmp, ckpt_root, state.step, {
-                "optimizer": optimizer.state_dict(), "train_state": state.to_dict(),
+                "optimizer": optimizer_state, "train_state": state.to_dict(),
                 "config_yaml": to_yaml(config), "world_size": info.world_size,
             }, config.checkpoint.keep_last)
         barrier(info)
@@ -264,16 +268,14 @@ def train(config: PretrainConfig, module: nn.Module, models: dict[str, TaskModel
                 batch = to_device(next(micro), device)
                 tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
                 last = a == opt_cfg.grad_accum - 1
-                sync = contextlib.nullcontext() if last or not info.enabled else wrapped.no_sync()
-                with sync:
+                with no_sync(wrapped, info, sync=last):
                     with autocast(device, config.system.precision):
                         out = forward(**batch)
                     (out.loss / opt_cfg.grad_accum).backward()
                 loss_sum += out.loss.detach()
                 with torch.no_grad():
                     head_counts(counts, out.heads)
-            grad_norm = (torch.nn.utils.clip_grad_norm_(module.parameters(), opt_cfg.grad_clip)
-                         if opt_cfg.grad_clip > 0 else None)
+            grad_norm = clip_grad_norm(module, opt_cfg.grad_clip) if opt_cfg.grad_clip > 0 else None
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
@@ -317,8 +319,9 @@ def train(config: PretrainConfig, module: nn.Module, models: dict[str, TaskModel
     bar.close()
 
     final_dir = None
+    states = ckpt.full_states(module, models, info.is_main)  # a collective under FSDP
     if info.is_main:
-        final_dir = save_final(run_dir, models, tokenizer_files)
+        final_dir = save_final(run_dir, models, tokenizer_files, states)
         assert logger is not None
         logger.plot()
         logger.close()
@@ -326,7 +329,8 @@ def train(config: PretrainConfig, module: nn.Module, models: dict[str, TaskModel
     return TrainResult(state=state, final_dir=final_dir, history=history)
 
 
-def save_final(run_dir: Path, models: dict[str, TaskModel], tokenizer_files: tuple[Path, ...]) -> Path:
+def save_final(run_dir: Path, models: dict[str, TaskModel], tokenizer_files: tuple[Path, ...],
+               states: dict[str, dict] | None = None) -> Path:
     """`final/` is the trained model (the discriminator for ELECTRA) with its tokenizer beside it, ready
     for fine-tuning or `lmforge convert --to-hf`; other sub-models go to `final-<name>/`."""
     import shutil
@@ -337,7 +341,7 @@ def save_final(run_dir: Path, models: dict[str, TaskModel], tokenizer_files: tup
         tmp = target.with_name(target.name + ".tmp")
         if tmp.exists():
             shutil.rmtree(tmp)
-        ckpt.write_models(tmp, {"": model})
+        ckpt.write_models(tmp, {"": model}, None if states is None else {"": states[sub]})
         for path in tokenizer_files:
             shutil.copy2(path, tmp / path.name)
         if target.exists():
