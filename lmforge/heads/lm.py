@@ -66,12 +66,14 @@ class CausalLMHead(Head):
             self.decoder.weight = backbone.embeddings.tok.weight
 
     def forward(self, out: BackboneOutput, batch: dict[str, Any]) -> HeadOutput:
-        logits = self.decoder(out.last_hidden_state)  # (B, T, V)
         labels = batch.get(self.label_key)
         if labels is None:
-            return HeadOutput(logits=logits)
-        # token t predicts token t+1; labels are the inputs themselves, -100 where ignored
-        shifted = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-        targets = labels[:, 1:].reshape(-1)
-        loss = F.cross_entropy(shifted, targets, ignore_index=IGNORE)
-        return HeadOutput(logits=logits, loss=loss, labels=labels)
+            return HeadOutput(logits=self.decoder(out.last_hidden_state))  # (B, T, V)
+        # position t predicts token t+1. Shifting the labels (not slicing the (B, T, V) logits) and
+        # projecting only positions that have a target saves a full copy of the largest tensor.
+        targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE)  # (B, T)
+        selected = targets.ne(IGNORE)
+        logits = self.decoder(out.last_hidden_state[selected])  # (N, V)
+        targets = targets[selected]
+        loss = F.cross_entropy(logits.float(), targets) if targets.numel() else logits.sum() * 0.0
+        return HeadOutput(logits=logits, loss=loss, labels=targets)

@@ -109,9 +109,10 @@ def head_counts(counts: Counts, heads: dict[str, Any]) -> None:
         elif name in ("nsp", "sop"):
             counts.add(f"{name}_correct", (out.logits.argmax(-1) == out.labels).sum().item())
             counts.add(f"{name}_n", out.labels.numel())
-        elif name == "lm":  # token t predicts t+1
-            n = out.labels[:, 1:].ne(IGNORE).sum().item()
+        elif name == "lm":  # logits and labels are the predicted positions only: (N, V), (N,)
+            n = out.labels.numel()
             counts.add("lm_loss", out.loss.item() * n)
+            counts.add("lm_correct", (out.logits.argmax(-1) == out.labels).sum().item())
             counts.add("lm_n", n)
         elif name == "rtd":
             active = out.labels.ne(IGNORE)
@@ -133,6 +134,7 @@ def metrics_from_counts(sums: dict[str, float], prefix: str) -> dict[str, float]
             out[f"{prefix}{name}_accuracy"] = sums[f"{name}_correct"] / sums[f"{name}_n"]
     if sums.get("lm_n"):
         out[f"{prefix}lm_loss"] = sums["lm_loss"] / sums["lm_n"]
+        out[f"{prefix}lm_accuracy"] = sums["lm_correct"] / sums["lm_n"]
         out[f"{prefix}perplexity"] = math.exp(min(out[f"{prefix}lm_loss"], 50.0))
     return out
 
