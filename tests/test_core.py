@@ -151,3 +151,41 @@ def test_load_names_missing_and_misshaped_tensors(tmp_path):
     save_file(state, tmp_path / "model.safetensors")
     with pytest.raises(ValueError, match=r"layers\.1\.mlp\.fc_in\.bias.*layers\.0\.norm1\.weight"):
         load_model(tmp_path)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_cross_entropy_matches_reference_loss_and_gradients(bias, monkeypatch):
+    import lmforge.nn.cross_entropy as ce
+
+    monkeypatch.setattr(ce, "CHUNK_ELEMENTS", 7 * 50)  # several chunks, the last one partial
+    hidden = torch.randn(23, 16, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(50, 16, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(50, dtype=torch.float64, requires_grad=True) if bias else None
+    targets = torch.randint(0, 50, (23,))
+    params = [hidden, weight] + ([b] if bias else [])
+
+    reference = F.cross_entropy(F.linear(hidden, weight, b), targets)
+    expected = torch.autograd.grad(3.0 * reference, params)
+    loss, predictions = ce.linear_cross_entropy(hidden, weight, b, targets)
+    got = torch.autograd.grad(3.0 * loss, params)
+    torch.testing.assert_close(loss, reference.float(), rtol=1e-6, atol=1e-6)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e)
+    assert torch.equal(predictions, F.linear(hidden, weight, b).argmax(-1))
+
+
+def test_fused_and_plain_lm_heads_agree():
+    config = tiny("gpt2")
+    fused = TaskModel(config, {"lm": {"kind": "clm"}}).eval()  # no dropout: both see the same net
+    plain = TaskModel(config, {"lm": {"kind": "clm", "fused_loss": False}}).eval()
+    plain.load_state_dict(fused.state_dict())
+    ids = torch.randint(0, 99, (3, 12))
+    labels = ids.masked_fill(torch.arange(12) >= 10, IGNORE)
+    a, b = fused(ids, lm_labels=labels), plain(ids, lm_labels=labels)
+    assert a.heads["lm"].logits is None and b.heads["lm"].logits.shape == (3 * 9, 99)
+    torch.testing.assert_close(a.loss, b.loss)
+    assert torch.equal(a.heads["lm"].predictions, b.heads["lm"].predictions)
+    a.loss.backward()
+    b.loss.backward()
+    for (name, p), q in zip(fused.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)

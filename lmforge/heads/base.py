@@ -14,9 +14,10 @@ from lmforge.models.backbone import Backbone, BackboneOutput
 
 @dataclass
 class HeadOutput:
-    logits: torch.Tensor
+    logits: torch.Tensor | None  # None when a fused loss never materialised them (LM heads in training)
     loss: torch.Tensor | None = None
     labels: torch.Tensor | None = None  # the targets `logits` line up with (MLM: masked positions only)
+    predictions: torch.Tensor | None = None  # argmax classes, for accuracy without logits
 
 
 class Head(nn.Module):

@@ -1,4 +1,9 @@
-"""Language-model heads: masked LM (BERT family) and causal LM (GPT), both tied to the input embeddings."""
+"""Language-model heads: masked LM (BERT family) and causal LM (GPT), both tied to the input embeddings.
+
+Both predict only the positions that have a target, and by default compute the loss with
+`linear_cross_entropy`, which never materialises the (N, V) logits: the step then returns argmax
+`predictions` instead of logits. `fused_loss=False` keeps the logits (ELECTRA samples from them).
+"""
 
 from __future__ import annotations
 
@@ -12,11 +17,42 @@ from lmforge.config import ModelConfig
 from lmforge.heads.base import Head, HeadOutput
 from lmforge.models.backbone import Backbone, BackboneOutput
 from lmforge.nn.activations import activation
+from lmforge.nn.cross_entropy import linear_cross_entropy
 
 IGNORE = -100
 
 
-class MaskedLMHead(Head):
+class _VocabularyHead(Head):
+    """The shared part: select positions with a target, project to the vocabulary, cross-entropy."""
+
+    decoder: nn.Linear
+    bias: torch.Tensor | None
+
+    def __init__(self, config: ModelConfig, backbone: Backbone, *, fused_loss: bool = True, **kw: Any) -> None:
+        super().__init__(config, backbone, **kw)
+        self.fused_loss = fused_loss
+
+    def spec(self) -> dict[str, Any]:
+        return {**super().spec(), "fused_loss": self.fused_loss}
+
+    def transform(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.transform(hidden), self.decoder.weight, self.bias)
+
+    def loss_at(self, hidden: torch.Tensor, targets: torch.Tensor) -> HeadOutput:
+        """Loss of the rows `hidden` (N, H) against `targets` (N,)."""
+        if self.fused_loss and targets.numel():
+            loss, predictions = linear_cross_entropy(self.transform(hidden), self.decoder.weight, self.bias,
+                                                     targets)
+            return HeadOutput(logits=None, loss=loss, labels=targets, predictions=predictions)
+        logits = self.logits(hidden)  # (N, V)
+        loss = F.cross_entropy(logits.float(), targets) if targets.numel() else logits.sum() * 0.0
+        return HeadOutput(logits=logits, loss=loss, labels=targets, predictions=logits.argmax(-1))
+
+
+class MaskedLMHead(_VocabularyHead):
     """dense -> act -> LayerNorm -> vocab projection (+ bias), projection tied to the token embeddings.
 
     With labels, only the masked positions (label != -100) go through the head: the vocabulary
@@ -38,8 +74,8 @@ class MaskedLMHead(Head):
         if config.tie_word_embeddings:
             self.decoder.weight = backbone.embeddings.tok.weight
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.norm(self.act(self.dense(hidden))), self.decoder.weight, self.bias)
+    def transform(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.act(self.dense(hidden)))
 
     def forward(self, out: BackboneOutput, batch: dict[str, Any]) -> HeadOutput:
         labels = batch.get(self.label_key)
@@ -47,13 +83,10 @@ class MaskedLMHead(Head):
         if labels is None:
             return HeadOutput(logits=self.logits(hidden))  # (B, T, V)
         selected = labels.ne(IGNORE)
-        targets = labels[selected]  # (N,)
-        logits = self.logits(hidden[selected])  # (N, V)
-        loss = F.cross_entropy(logits.float(), targets) if targets.numel() else logits.sum() * 0.0
-        return HeadOutput(logits=logits, loss=loss, labels=targets)
+        return self.loss_at(hidden[selected], labels[selected])
 
 
-class CausalLMHead(Head):
+class CausalLMHead(_VocabularyHead):
     """GPT-1 §3.1 / GPT-2: next-token prediction with the output projection tied to the input embedding."""
 
     kind = "clm"
@@ -62,18 +95,15 @@ class CausalLMHead(Head):
     def __init__(self, config: ModelConfig, backbone: Backbone, **kw: Any) -> None:
         super().__init__(config, backbone, **kw)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.bias = None
         if config.tie_word_embeddings:
             self.decoder.weight = backbone.embeddings.tok.weight
 
     def forward(self, out: BackboneOutput, batch: dict[str, Any]) -> HeadOutput:
         labels = batch.get(self.label_key)
         if labels is None:
-            return HeadOutput(logits=self.decoder(out.last_hidden_state))  # (B, T, V)
-        # position t predicts token t+1. Shifting the labels (not slicing the (B, T, V) logits) and
-        # projecting only positions that have a target saves a full copy of the largest tensor.
+            return HeadOutput(logits=self.logits(out.last_hidden_state))  # (B, T, V)
+        # position t predicts token t+1: shift the labels rather than slicing (B, T, V) logits
         targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE)  # (B, T)
         selected = targets.ne(IGNORE)
-        logits = self.decoder(out.last_hidden_state[selected])  # (N, V)
-        targets = targets[selected]
-        loss = F.cross_entropy(logits.float(), targets) if targets.numel() else logits.sum() * 0.0
-        return HeadOutput(logits=logits, loss=loss, labels=targets)
+        return self.loss_at(out.last_hidden_state[selected], targets[selected])

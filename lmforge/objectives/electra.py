@@ -53,7 +53,7 @@ class ElectraModel(nn.Module):
                              "to share embeddings (§3.2)")
         self.disc_weight = disc_weight
         self.discriminator = TaskModel(discriminator, {"rtd": {"kind": "rtd"}})
-        self.generator = TaskModel(generator, {"mlm": {"kind": "mlm"}})
+        self.generator = TaskModel(generator, {"mlm": {"kind": "mlm", "fused_loss": False}})  # sampled from
         disc_emb, gen_emb = self.discriminator.backbone.embeddings, self.generator.backbone.embeddings
         for name in SHARED_EMBEDDINGS:  # the generator's own projection to its width stays separate
             setattr(gen_emb, name, getattr(disc_emb, name))

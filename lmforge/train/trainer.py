@@ -101,18 +101,18 @@ def head_counts(counts: Counts, heads: dict[str, Any]) -> None:
     for name, out in heads.items():
         if out.labels is None or out.loss is None:
             continue
-        if name == "mlm":  # logits and labels are the masked positions only: (N, V), (N,)
+        if name == "mlm":  # predictions and labels: the masked positions only, (N,)
             n = out.labels.numel()
             counts.add("mlm_loss", out.loss.item() * n)
-            counts.add("mlm_correct", (out.logits.argmax(-1) == out.labels).sum().item())
+            counts.add("mlm_correct", (out.predictions == out.labels).sum().item())
             counts.add("mlm_n", n)
         elif name in ("nsp", "sop"):
             counts.add(f"{name}_correct", (out.logits.argmax(-1) == out.labels).sum().item())
             counts.add(f"{name}_n", out.labels.numel())
-        elif name == "lm":  # logits and labels are the predicted positions only: (N, V), (N,)
+        elif name == "lm":  # predictions and labels: positions with a next token, (N,)
             n = out.labels.numel()
             counts.add("lm_loss", out.loss.item() * n)
-            counts.add("lm_correct", (out.logits.argmax(-1) == out.labels).sum().item())
+            counts.add("lm_correct", (out.predictions == out.labels).sum().item())
             counts.add("lm_n", n)
         elif name == "rtd":
             active = out.labels.ne(IGNORE)

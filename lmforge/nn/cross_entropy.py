@@ -1,0 +1,88 @@
+"""Cross-entropy of a vocabulary projection without materialising the (N, V) logits.
+
+For a language-model head most of a training step is the vocabulary projection and its softmax:
+(N, V) logits, their log-softmax, a zero-filled (N, V) gradient and the log-softmax backward, each a
+full pass over the largest tensor of the step. Here the rows are processed in chunks and the
+gradients are formed in the same pass, from d loss / d logits = softmax - onehot (divided by N for the
+mean), so each chunk of logits is written once, turned into its gradient in place, and used for the
+two gradient matmuls. Same FLOPs, a fraction of the memory traffic and peak memory.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+CHUNK_ELEMENTS = 1 << 24  # logits per chunk (64 MiB in fp32; ~330 rows of a 50k vocabulary)
+
+
+def _chunk_rows(vocab: int) -> int:
+    return max(16, CHUNK_ELEMENTS // vocab)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, compute_dtype):  # type: ignore[override]
+        rows, vocab = hidden.shape[0], weight.shape[0]
+        need_grad = any(ctx.needs_input_grad[:3])
+        w = weight.to(compute_dtype)
+        b = bias.to(compute_dtype) if bias is not None else None
+        grad_hidden = torch.empty_like(hidden) if need_grad else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if need_grad else None
+        grad_bias = torch.zeros_like(bias, dtype=torch.float32) if need_grad and bias is not None else None
+        loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        predictions = torch.empty(rows, dtype=torch.long, device=hidden.device)
+        step = _chunk_rows(vocab)
+        # one reused fp32 buffer: no (N, V) allocation, no page faults per chunk on CPU
+        buffer = torch.empty(min(step, rows), vocab, dtype=torch.float32, device=hidden.device)
+        for start in range(0, rows, step):
+            end = min(start + step, rows)
+            h = hidden[start:end].to(compute_dtype)
+            t = targets[start:end, None]  # (c, 1)
+            logits = buffer[: end - start]  # (c, V)
+            if compute_dtype == torch.float32:
+                torch.mm(h, w.t(), out=logits) if b is None else torch.addmm(b, h, w.t(), out=logits)
+            else:
+                logits.copy_(F.linear(h, w, b))
+            target_logit = logits.gather(1, t)  # (c, 1)
+            top, best = logits.max(dim=-1, keepdim=True)  # (c, 1) each
+            predictions[start:end] = best.squeeze(1)
+            logits.sub_(top).exp_()  # exp(z - max)
+            total = logits.sum(dim=-1, keepdim=True)  # (c, 1)
+            loss += (total.log() + top - target_logit).sum()  # logsumexp(z) - z_target
+            if not need_grad:
+                continue
+            # d mean-loss / d z = (softmax(z) - onehot) / N, formed in place
+            logits.mul_(1.0 / (total * rows))
+            logits.scatter_add_(1, t, torch.full_like(target_logit, -1.0 / rows))
+            g = logits.to(compute_dtype)
+            grad_hidden[start:end] = (g @ w).to(hidden.dtype)
+            grad_weight.addmm_(g.t().float(), h.float())
+            if grad_bias is not None:
+                grad_bias += logits.sum(dim=0)
+        ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
+        ctx.dtypes = (weight.dtype, bias.dtype if bias is not None else None)
+        ctx.mark_non_differentiable(predictions)
+        return loss / max(rows, 1), predictions
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_predictions):  # type: ignore[override]
+        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
+        weight_dtype, bias_dtype = ctx.dtypes
+        return (
+            grad_hidden * grad_loss.to(grad_hidden.dtype),
+            (grad_weight * grad_loss).to(weight_dtype),
+            (grad_bias * grad_loss).to(bias_dtype) if grad_bias is not None else None,
+            None,
+            None,
+        )
+
+
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                         targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean CE of `hidden @ weight.T + bias` (N, V) against `targets` (N,), and the argmax
+    predictions (N,). Matmuls run in the autocast dtype when autocast is on, softmax in fp32."""
+    device = hidden.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+    with torch.autocast(device, enabled=False):
+        return _LinearCrossEntropy.apply(hidden, weight, bias, targets, dtype)
