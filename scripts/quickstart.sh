@@ -13,4 +13,4 @@ lmforge prepare --tokenizer "$OUT/tokenizer" --input "$DATA/wiki.train.tokens" \
     --valid "$DATA/wiki.valid.tokens" --out "$OUT/prepared" --format bert
 lmforge pretrain --config configs/quickstart.yaml run_dir="$RUN" \
     data.prepared_dir="$OUT/prepared" data.tokenizer_dir="$OUT/tokenizer" "${shift_args[@]}"
-lmforge convert --to-hf "$RUN/final" "$RUN/hf"
+lmforge convert --to-hf "$RUN/final" --out "$RUN/hf"

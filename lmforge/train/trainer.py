@@ -244,7 +244,8 @@ def train(config: PretrainConfig, module: nn.Module, models: dict[str, TaskModel
             }, config.checkpoint.keep_last)
         barrier(info)
 
-    bar = tqdm(total=total, initial=state.step, disable=not (info.is_main and config.system.progress_bar),
+    # with a wall-clock budget the step count is unknown: show steps and rate, and the time left
+    bar = tqdm(total=None if budget > 0 else total, initial=state.step, disable=not (info.is_main and config.system.progress_bar),
                dynamic_ncols=True, desc="pretrain")
     history: list[dict[str, Any]] = []
     module.train()
@@ -302,7 +303,8 @@ def train(config: PretrainConfig, module: nn.Module, models: dict[str, TaskModel
                 record.update(metrics_from_counts(counts.reduce(info, device), "train_"))
                 record.pop("train_loss", None)
                 window_tokens, window_start = 0, now
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+                left = {"left": f"{max(budget - state.elapsed, 0) / 60:.1f}min"} if budget > 0 else {}
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", **left)
             final = done()
             if eval_set is not None and ((config.eval.every_steps and state.step % config.eval.every_steps == 0)
                                          or final):
