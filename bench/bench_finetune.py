@@ -25,7 +25,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from lmforge.finetune import FinetuneConfig, _autocast, finetune, resolve_device  # noqa: E402

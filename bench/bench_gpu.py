@@ -120,7 +120,7 @@ def main() -> int:
     hf_forward = torch.compile(hf) if args.compile else hf
     hf_tps = run("transformers", hf, lambda b: hf_forward(**b).loss,
                  torch.optim.AdamW(hf.parameters(), lr=1e-4, fused=fused))
-    del hf, hf_forward
+    hf = hf_forward = None  # release before our model is built
     if device.type == "cuda":
         torch.cuda.empty_cache()
 

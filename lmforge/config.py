@@ -102,7 +102,7 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -110,13 +110,13 @@ class ModelConfig:
         return cls(**data)
 
     @classmethod
-    def from_name(cls, name: str, **overrides: Any) -> "ModelConfig":
+    def from_name(cls, name: str, **overrides: Any) -> ModelConfig:
         """A preset by name (see `PRESETS`), with field overrides."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
         return cls(**{**PRESETS[name], **overrides})
 
-    def replace(self, **changes: Any) -> "ModelConfig":
+    def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
 
@@ -231,7 +231,7 @@ class CheckpointConfig:
         return path
 
     @classmethod
-    def load(cls, directory: str | Path) -> "CheckpointConfig":
+    def load(cls, directory: str | Path) -> CheckpointConfig:
         path = Path(directory) / CONFIG_FILE
         try:
             data = json.loads(path.read_text())

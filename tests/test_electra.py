@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from pretrain_toy import ToyPretrainingData, tiny_overrides
 
 from lmforge.config import ModelConfig
 from lmforge.heads import IGNORE
@@ -10,7 +11,6 @@ from lmforge.models import load_model
 from lmforge.objectives.electra import ElectraModel, generator_config
 from lmforge.pretrain import pretrain
 from lmforge.train.config import load_config
-from pretrain_toy import ToyPretrainingData, tiny_overrides
 
 
 def small() -> ElectraModel:

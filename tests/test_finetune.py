@@ -8,6 +8,7 @@ from itertools import islice
 from pathlib import Path
 
 import pytest
+from _finetune_helpers import tiny_model_dir
 from conftest import data_path
 from scipy.stats import pearsonr
 from seqeval.metrics import f1_score as seqeval_f1
@@ -17,7 +18,6 @@ from lmforge.cli import main as cli
 from lmforge.finetune import HEAD
 from lmforge.models import load_model
 from lmforge.tasks.metrics import squad_scores
-from _finetune_helpers import tiny_model_dir
 
 COMMON = ["--epochs", "2", "--batch-size", "8", "--lr", "1e-3", "--no-progress"]
 

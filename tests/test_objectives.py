@@ -19,9 +19,9 @@ def _corpus(n_docs: int = 40, seed: int = 0) -> list[list[str]]:
     is); each sentence starts with a unique marker word so it can be found in the source."""
     rng = np.random.default_rng(seed)
     docs = []
-    for d in range(n_docs):
+    for _ in range(n_docs):
         sents = []
-        for s in range(int(rng.integers(4, 12))):
+        for _ in range(int(rng.integers(4, 12))):
             words = ["".join(rng.choice(SYLLABLES, size=rng.integers(1, 5))) for _ in range(rng.integers(3, 14))]
             sents.append(" ".join(words))
         docs.append(sents)
@@ -210,7 +210,10 @@ def test_nsp_labels_balanced_and_actual_next_follows(prepared):
     ds = PretrainingDataset(out, ObjectiveConfig(kind="mlm_nsp", max_seq_len=256))
     p = ds.pairs
     assert abs(p.label.mean() - 0.5) < 0.1
-    doc_of = lambda tok_pos: ds._sent_doc[np.searchsorted(ds._sent_lo, tok_pos, side="right") - 1]
+
+    def doc_of(tok_pos):
+        return ds._sent_doc[np.searchsorted(ds._sent_lo, tok_pos, side="right") - 1]
+
     real = p.label == 0
     assert (p.b_start[real] == p.a_end[real]).all()  # B starts where A ends in the source
     assert (doc_of(p.a_start[real]) == doc_of(p.b_start[real])).all()
@@ -267,7 +270,7 @@ def test_clm_blocks_hold_documents_and_separators(prepared):
     for d in range(len(shard.documents) - 1):
         lo = shard.sentences[shard.documents[d]]
         hi = shard.sentences[shard.documents[d + 1]]
-        stream.extend(np.asarray(shard.tokens[lo:hi]).tolist() + [ds.special.eos])
+        stream.extend(np.asarray(shard.tokens[lo:hi]).tolist() + [ds.document_end])
     blocks = [ds[i]["input_ids"] for i in range(len(ds))]
     assert all(len(b) == 32 for b in blocks[:-1])
     assert np.concatenate(blocks).tolist() == stream

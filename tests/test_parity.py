@@ -91,7 +91,7 @@ def hf_config(family: str, suffix: str):
     return transformers.OpenAIGPTConfig(**kw, **common)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def hf_checkpoint(family: str, suffix: str) -> tuple[torch.nn.Module, Path]:
     """A random HF model (eval, fp32) and the directory it was saved to; built once per case."""
     torch.manual_seed(1234)
@@ -196,9 +196,9 @@ def test_hf_to_lmforge_parity(family, suffix):
     # every position, padding included: a right-padding query attends to the real keys before
     # it in both libraries, and HF's QA loss reads those positions
     for layer, (a, b) in enumerate(zip(hf_states, our_states)):
-        torch.testing.assert_close(b, a, **TOL, msg=lambda m: f"hidden state {layer}: {m}")
+        torch.testing.assert_close(b, a, **TOL, msg=lambda m, layer=layer: f"hidden state {layer}: {m}")
     for what, a, b in head_logits(suffix, hf_out, ours_out):
-        torch.testing.assert_close(b, a, **TOL, msg=lambda m: f"{what}: {m}")
+        torch.testing.assert_close(b, a, **TOL, msg=lambda m, what=what: f"{what}: {m}")
     if hf_labels:
         with torch.no_grad():
             hf_loss = hf_model(**hf_in, **hf_labels).loss

@@ -8,9 +8,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import data_path
 from tokenizers import Tokenizer
 
-from conftest import data_path
 from lmforge.cli import prepare as prepare_cli
 from lmforge.data.prepare import PrepareConfig, prepare
 from lmforge.data.shards import open_split

@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import pytest
+from _finetune_helpers import tiny_tokenizer
 from conftest import data_path
 from seqeval.metrics.sequence_labeling import get_entities
 
@@ -14,8 +15,6 @@ from lmforge.finetune import length_grouped_batches
 from lmforge.tasks import DataError, Encoded, TaskOptions, get_task, iob1_to_iob2, pad_batch, read_conll
 from lmforge.tasks.metrics import normalize_answer, squad_f1, squad_scores
 from lmforge.tasks.text import pair_template
-from _finetune_helpers import tiny_tokenizer
-
 
 # --- SQuAD metric: hand-checked cases of the official evaluate-v1.1.py definition ---
 
@@ -51,7 +50,7 @@ def test_conll_reader_matches_seqeval_entities():
     assert len(sentences) == 3250  # the README's official count
     raw = []
     with open(path) as handle:
-        tags, block = [], []
+        block = []
         for line in handle:
             cols = line.split()
             if not cols or cols[0] == "-DOCSTART-":

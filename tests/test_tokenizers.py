@@ -10,9 +10,9 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from conftest import data_path
 from tokenizers import normalizers
 
-from conftest import data_path
 from lmforge.cli import tokenizer as tokenizer_cli
 from lmforge.tokenizers import (
     TEMPLATES,

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from pretrain_toy import ToyPretrainingData, tiny_overrides
 
 from lmforge.models import load_model
-from lmforge.train.config import PretrainConfig, load_config
-from lmforge.train.trainer import epoch_order, micro_batches
-from lmforge.train.distributed import DistInfo
 from lmforge.pretrain import pretrain
-from pretrain_toy import ToyPretrainingData, tiny_overrides
+from lmforge.train.config import PretrainConfig, load_config
+from lmforge.train.distributed import DistInfo
+from lmforge.train.trainer import epoch_order, micro_batches
 
 REPO = Path(__file__).resolve().parent.parent
 

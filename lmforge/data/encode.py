@@ -1,4 +1,4 @@
-"""Tokenizer loading, special ids, and the per-chunk encoder that runs in the worker processes.
+"""The tokenizer file and the per-chunk encoder that runs in the worker processes.
 
 Word starts come from the tokenizer's own word segmentation (`Encoding.word_ids`, which every
 pre-tokenizer fills: BERT's whitespace+punctuation split, byte-level BPE's regex split, Metaspace
@@ -10,42 +10,13 @@ tokenizer without a pre-tokenizer reports one word per sequence; then whitespace
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
 
-_CANDIDATES = {
-    "pad": ("[PAD]", "<pad>", "<|pad|>"),
-    "unk": ("[UNK]", "<unk>", "<|unk|>"),
-    "cls": ("[CLS]", "<s>", "<cls>"),
-    "sep": ("[SEP]", "</s>", "<sep>"),
-    "mask": ("[MASK]", "<mask>", "<|mask|>"),
-    "bos": ("<s>", "<|startoftext|>", "<|endoftext|>", "[CLS]"),
-    "eos": ("</s>", "<|endoftext|>", "[SEP]"),
-}
-
-
-@dataclass(frozen=True)
-class SpecialTokens:
-    """Ids of the special tokens an objective needs (None where the tokenizer has none)."""
-
-    pad: int | None = None
-    unk: int | None = None
-    cls: int | None = None
-    sep: int | None = None
-    mask: int | None = None
-    bos: int | None = None
-    eos: int | None = None
-    all_ids: tuple[int, ...] = ()  # every special/added token, never masked or sampled as random
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "SpecialTokens":
-        return cls(**{**data, "all_ids": tuple(data.get("all_ids", ()))})
+from lmforge.tokenizers import SpecialTokens, load_tokenizer, special_tokens  # noqa: F401 (re-exported)
 
 
 def tokenizer_file(directory: str | Path) -> Path:
@@ -54,38 +25,6 @@ def tokenizer_file(directory: str | Path) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no tokenizer.json (train one with `lmforge tokenizer` first)")
     return path
-
-
-def load_tokenizer(directory: str | Path) -> Tokenizer:
-    """lmforge.tokenizers.load_tokenizer when that module is present, else tokenizer.json directly."""
-    try:
-        from lmforge.tokenizers import load_tokenizer as project_loader  # type: ignore[attr-defined]
-    except ImportError:
-        project_loader = None
-    if project_loader is not None and Path(directory).is_dir():
-        return project_loader(directory)
-    try:
-        return Tokenizer.from_file(str(tokenizer_file(directory)))
-    except Exception as err:  # tokenizers raises plain Exception on malformed JSON
-        raise ValueError(f"{tokenizer_file(directory)}: not a readable tokenizer ({err})") from None
-
-
-def special_tokens(tok: Tokenizer) -> SpecialTokens:
-    try:
-        from lmforge.tokenizers import special_tokens as project_special  # type: ignore[attr-defined]
-    except ImportError:
-        project_special = None
-    added = {t.content: i for i, t in tok.get_added_tokens_decoder().items() if t.special}
-    found = {}
-    if project_special is not None:
-        theirs = project_special(tok)
-        get = theirs.get if isinstance(theirs, dict) else lambda k: getattr(theirs, k, None)
-        found = {k: get(k) if get(k) is not None else get(f"{k}_id") for k in _CANDIDATES}
-    for role, names in _CANDIDATES.items():
-        if found.get(role) is None:
-            found[role] = next((tok.token_to_id(n) for n in names if tok.token_to_id(n) is not None), None)
-    ids = set(added.values()) | {v for v in found.values() if v is not None}
-    return SpecialTokens(**found, all_ids=tuple(sorted(ids)))
 
 
 def file_sha256(path: Path) -> str:

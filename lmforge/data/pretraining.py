@@ -15,12 +15,12 @@ from typing import Literal
 import numpy as np
 import torch
 
-from lmforge.data.encode import SpecialTokens
 from lmforge.data.prepare import MANIFEST
 from lmforge.data.shards import Shard, open_split
 from lmforge.objectives.masking import IGNORE, MaskingSpec, mask_tokens
 from lmforge.objectives.packing import clm_block_count, full_sentence_units, pack_full_sentences
 from lmforge.objectives.segments import build_pairs, truncate_pair
+from lmforge.tokenizers import SpecialTokens
 
 Kind = Literal["mlm", "mlm_nsp", "mlm_sop", "electra", "clm"]
 KINDS = ("mlm", "mlm_nsp", "mlm_sop", "electra", "clm")
@@ -89,16 +89,20 @@ class PretrainingDataset(torch.utils.data.Dataset):
         self._dtype = np.dtype(manifest["dtype"])
         self._shard_info = manifest["splits"][split]["shards"]
         self._shards: list[Shard] | None = None
+        # CLM separates documents with end-of-text (GPT-2); a BERT-style tokenizer has [SEP] instead
+        self.document_end = self.special.eos if self.special.eos is not None else self.special.sep
         self._check_special()
         self._index()
         self._spec = objective.masking()
-        self._random_pool = np.setdiff1d(np.arange(self.vocab_size), np.asarray(self.special.all_ids, dtype=np.int64))
+        self._random_pool = np.setdiff1d(np.arange(self.vocab_size), np.asarray(sorted(self.special.ids()), dtype=np.int64))
 
     # ------------------------------------------------------------------ opening
     def _check_special(self) -> None:
         s, kind = self.special, self.objective.kind
-        need = {"clm": ("eos",)}.get(kind, ("cls", "sep", "mask"))
-        missing = [name for name in need if getattr(s, name) is None]
+        if kind == "clm":
+            missing = [] if self.document_end is not None else ["eos (or sep)"]
+        else:
+            missing = [name for name in ("cls", "sep", "mask") if getattr(s, name) is None]
         if missing:
             raise ValueError(
                 f"{self.dir / MANIFEST}: objective {kind!r} needs special tokens {missing} that the tokenizer lacks"
@@ -243,7 +247,7 @@ class PretrainingDataset(torch.utils.data.Dataset):
         return ids, ws, special, types
 
     def _clm(self, index: int) -> dict:
-        L, eos = self.objective.max_seq_len, self.special.eos
+        L, eos = self.objective.max_seq_len, self.document_end
         lo, hi = index * L, (index + 1) * L  # span of the virtual stream doc0 <eos> doc1 <eos> ...
         d = int(np.searchsorted(self._doc_vend, lo, side="right"))
         parts = []
@@ -262,7 +266,7 @@ class PretrainingDataset(torch.utils.data.Dataset):
     # ------------------------------------------------------------------ batching
     def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         """Pad to the longest example; -100 labels and attention 0 at padding."""
-        pad = self.special.pad if self.special.pad is not None else (self.special.eos or 0)
+        pad = self.special.pad if self.special.pad is not None else (self.document_end or 0)
         T = max(len(ex["input_ids"]) for ex in examples)
         B = len(examples)
         batch = {"input_ids": torch.full((B, T), pad, dtype=torch.long), "attention_mask": torch.zeros(B, T, dtype=torch.long)}

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from lmforge.config import WEIGHTS_FILE, CheckpointConfig, ModelConfig
-from lmforge.heads import Head, HeadOutput, build_head
+from lmforge.heads import HeadOutput, build_head
 from lmforge.models.backbone import Backbone, BackboneOutput
 from lmforge.nn.init import init_weights
 from lmforge.weights import load_weights, save_weights

@@ -50,7 +50,7 @@ class TaskOptions:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TaskOptions":
+    def from_dict(cls, data: dict[str, Any]) -> TaskOptions:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 

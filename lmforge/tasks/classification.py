@@ -5,9 +5,10 @@ BERT §4.1: the pair is packed as [CLS] A [SEP] B [SEP] and the head reads the p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer

@@ -118,19 +118,24 @@ def _max_length(config: dict[str, Any]) -> int | None:
     return int(value) if isinstance(value, (int, float)) and 0 < value < _MAX_LENGTH_SENTINEL else None
 
 
+def _read_tokenizer_json(path: Path) -> Tokenizer:
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as err:  # tokenizers raises a bare Exception with serde's message
+        raise ValueError(f"{path}: not a valid tokenizer.json ({err})") from None
+
+
 def load_tokenizer(directory: str | Path) -> Tokenizer:
     """A tokenizer from an lmforge or HF directory: tokenizer.json if there is one, else BERT's
     vocab.txt or GPT-2/RoBERTa's vocab.json + merges.txt, with the family's post-processing."""
     directory = Path(directory)
+    if directory.is_file() and directory.suffix == ".json":  # a tokenizer.json named directly
+        return _read_tokenizer_json(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: tokenizer directory not found")
     config = _tokenizer_config(directory)
     if (directory / TOKENIZER_FILE).is_file():
-        path = directory / TOKENIZER_FILE
-        try:
-            return Tokenizer.from_file(str(path))
-        except Exception as err:  # tokenizers raises a bare Exception with serde's message
-            raise ValueError(f"{path}: not a valid tokenizer.json ({err})") from None
+        return _read_tokenizer_json(directory / TOKENIZER_FILE)
     if (directory / "vocab.txt").is_file():
         return _from_bert_vocab(directory, config)
     if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():

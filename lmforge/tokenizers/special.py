@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from tokenizers import Tokenizer
 
@@ -30,11 +30,19 @@ class SpecialTokens:
     mask: int | None = None
     bos: int | None = None
     eos: int | None = None
+    all_ids: tuple[int, ...] = ()  # every special added token, named roles or not
 
     def ids(self) -> set[int]:
-        """Every special id, e.g. to keep them out of MLM masking."""
+        """Every special id, e.g. to keep them out of MLM masking and random replacement."""
         values = (self.pad, self.unk, self.cls, self.sep, self.mask, self.bos, self.eos)
-        return {v for v in values if v is not None}
+        return {v for v in values if v is not None} | set(self.all_ids)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SpecialTokens:
+        return cls(**{**data, "all_ids": tuple(data.get("all_ids", ()))})
 
 
 def special_tokens(tokenizer: Tokenizer) -> SpecialTokens:
@@ -45,4 +53,5 @@ def special_tokens(tokenizer: Tokenizer) -> SpecialTokens:
     found: dict[str, int | None] = {}
     for role, names in _NAMES.items():
         found[role] = next((i for i in map(lookup, names) if i is not None), None)
-    return SpecialTokens(**found)
+    named = {v for v in found.values() if v is not None}
+    return SpecialTokens(**found, all_ids=tuple(sorted(named | set(specials.values()))))

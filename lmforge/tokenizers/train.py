@@ -80,7 +80,7 @@ def train_tokenizer(
     limit_alphabet: int | None = None,
     model_max_length: int | None = None,
     show_progress: bool = False,
-) -> "Tokenizer":
+) -> Tokenizer:
     """Train on the lines of `files` (plain or .gz; streamed). `lowercase=None` takes the family's
     default (uncased BERT/ALBERT, cased GPT-2/RoBERTa); accents are kept unless `strip_accents`."""
     if kind not in KINDS:
