@@ -64,6 +64,25 @@ class Encoded:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def split_path(data: Path, split: str, candidates: dict[str, str | tuple[str, ...]], options: TaskOptions) -> Path:
+    """The file of a split: --train-file/--dev-file first; a file given as --data is used as it is;
+    in a directory, the first of the split's candidate file names that exists."""
+    if split == "train" and options.train_file:
+        return Path(options.train_file)
+    if split == "dev" and options.dev_file:
+        return Path(options.dev_file)
+    if data.is_file() or split == "predict":
+        return data
+    if not data.is_dir():
+        raise FileNotFoundError(f"{data}: no such file or directory")
+    names = candidates.get(split, (split,))
+    names = (names,) if isinstance(names, str) else names
+    for name in names:
+        if (data / name).is_file():
+            return data / name
+    raise FileNotFoundError(f"{data}: no {split} file (looked for {', '.join(names)})")
+
+
 class Task(ABC):
     name: str
     head_kind: str

@@ -14,7 +14,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from lmforge.tasks import metrics as M
-from lmforge.tasks.base import Encoded, Task, TaskOptions
+from lmforge.tasks.base import Encoded, Task, TaskOptions, split_path
 from lmforge.tasks.io import DataError, read_records, read_rows, table_format
 from lmforge.tasks.text import encode_texts
 
@@ -78,24 +78,6 @@ GLUE: dict[str, GlueSpec] = {
 }
 GLUE_DIRS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "mnli": "MNLI",
              "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI"}
-
-
-def _split_path(data: Path, split: str, files: dict[str, str], options: TaskOptions) -> Path:
-    """A file `--data` names is used as is; a directory is looked up by the task's file names."""
-    if split == "train" and options.train_file:
-        return Path(options.train_file)
-    if split == "dev" and options.dev_file:
-        return Path(options.dev_file)
-    if data.is_file() or split == "predict":
-        return data
-    if not data.is_dir():
-        raise FileNotFoundError(f"{data}: no such file or directory")
-    if split not in files:
-        raise ValueError(f"unknown split {split!r}; this task has {sorted(files)}")
-    path = data / files[split]
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no {split} file in {data}")
-    return path
 
 
 class ClassificationTask(Task):
@@ -170,7 +152,7 @@ class GlueTask(ClassificationTask):
         return None if self.spec.labels is None else list(self.spec.labels)
 
     def read(self, data: Path, split: str) -> list[TextExample]:
-        path = _split_path(Path(data), split, self.spec.files, self.options)
+        path = split_path(Path(data), split, self.spec.files, self.options)
         spec = self.spec
         rows = read_rows(path, "tsv")
         first = next(rows, None)
@@ -240,22 +222,10 @@ class TextClassificationTask(ClassificationTask):
         self.main_metric = "pearson" if self.regression else "accuracy"
 
     def _path(self, data: Path, split: str) -> Path:
-        if self.files is not None:
-            return _split_path(data, split, self.files, self.options)
-        if split == "train" and self.options.train_file:
-            return Path(self.options.train_file)
-        if split == "dev" and self.options.dev_file:
-            return Path(self.options.dev_file)
-        if data.is_file() or split == "predict":
-            return data
-        if data.is_dir():
-            for stem in self.split_files.get(split, (split,)):
-                for suffix in (".tsv", ".csv", ".jsonl", ".txt", ".json"):
-                    if (data / f"{stem}{suffix}").is_file():
-                        return data / f"{stem}{suffix}"
-            raise FileNotFoundError(f"{data}: no {split} file ({'/'.join(self.split_files.get(split, (split,)))}"
-                                    ".tsv|csv|jsonl)")
-        raise FileNotFoundError(f"{data}: no such file or directory")
+        files = self.files or {split: tuple(f"{stem}{suffix}" for stem in stems
+                                            for suffix in (".tsv", ".csv", ".jsonl", ".txt", ".json"))
+                               for split, stems in self.split_files.items()}
+        return split_path(data, split, files, self.options)
 
     def read(self, data: Path, split: str) -> list[TextExample]:
         path = self._path(Path(data), split)

@@ -11,7 +11,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from lmforge.tasks import metrics as M
-from lmforge.tasks.base import Encoded, Task
+from lmforge.tasks.base import Encoded, Task, split_path
 from lmforge.tasks.io import DataError, read_records, read_rows
 from lmforge.tasks.text import encode_texts
 
@@ -35,18 +35,7 @@ class SwagTask(Task):
     files = {"train": "train.csv", "dev": "val.csv", "test": "test.csv"}
 
     def _path(self, data: Path, split: str) -> Path:
-        if split == "train" and self.options.train_file:
-            return Path(self.options.train_file)
-        if split == "dev" and self.options.dev_file:
-            return Path(self.options.dev_file)
-        if data.is_file():
-            return data
-        if data.is_dir():
-            path = data / self.files.get(split, f"{split}.csv")
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: no {split} file")
-            return path
-        raise FileNotFoundError(f"{data}: no such file or directory")
+        return split_path(data, split, self.files, self.options)
 
     def read(self, data: Path, split: str) -> list[ChoiceExample]:
         path = self._path(Path(data), split)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from lmforge.tasks.base import Encoded, Task
+from lmforge.tasks.base import Encoded, Task, split_path
 from lmforge.tasks.io import DataError, parse_slice
 from lmforge.tasks.metrics import squad_scores
 from lmforge.tasks.text import pair_template
@@ -44,18 +44,7 @@ class SquadTask(Task):
              "dev": ("dev-v1.1.json", "dev-v2.0.json", "dev.json")}
 
     def _path(self, data: Path, split: str) -> Path:
-        if split == "train" and self.options.train_file:
-            return Path(self.options.train_file)
-        if split == "dev" and self.options.dev_file:
-            return Path(self.options.dev_file)
-        if data.is_file():
-            return data
-        if data.is_dir():
-            for name in self.files.get(split, ()):
-                if (data / name).is_file():
-                    return data / name
-            raise FileNotFoundError(f"{data}: no SQuAD {split} file ({', '.join(self.files.get(split, ()))})")
-        raise FileNotFoundError(f"{data}: no such file or directory")
+        return split_path(data, split, self.files, self.options)
 
     def read(self, data: Path, split: str) -> list[QAExample]:
         path = self._path(Path(data), split)

@@ -16,7 +16,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from lmforge.heads import IGNORE
-from lmforge.tasks.base import Encoded, Task
+from lmforge.tasks.base import Encoded, Task, split_path
 from lmforge.tasks.io import DataError
 from lmforge.tasks.metrics import seqeval_scores
 
@@ -109,18 +109,7 @@ class TaggingTask(Task):
              "test": ("eng.testb", "test.txt", "test.conll")}
 
     def _path(self, data: Path, split: str) -> Path:
-        if split == "train" and self.options.train_file:
-            return Path(self.options.train_file)
-        if split == "dev" and self.options.dev_file:
-            return Path(self.options.dev_file)
-        if data.is_file():
-            return data
-        if data.is_dir():
-            for name in self.files.get(split, (split,)):
-                if (data / name).is_file():
-                    return data / name
-            raise FileNotFoundError(f"{data}: no {split} file ({', '.join(self.files.get(split, (split,)))})")
-        raise FileNotFoundError(f"{data}: no such file or directory")
+        return split_path(data, split, self.files, self.options)
 
     def read(self, data: Path, split: str) -> list[Sentence]:
         return read_conll(self._path(Path(data), split), self.options.tag_column, self.options.tag_scheme,
