@@ -35,7 +35,7 @@ def main() -> None:
     ours_step = train_step(lambda b: ours(b["input_ids"], b["attention_mask"], mlm_labels=b["labels"]).loss,
                            build_optimizer(ours, 1e-4))
     hf = hf_model(cfg, HEADS).train()
-    hf_step = train_step(lambda b: hf(**b).loss, torch.optim.AdamW(hf.parameters(), lr=1e-4))
+    hf_step = train_step(lambda b: hf(**b).loss, torch.optim.AdamW(hf.parameters(), lr=1e-4, fused=True))  # as HF Trainer on torch >= 2.8
 
     hf_tps = throughput(hf_step, data, args.steps, args.warmup)
     ours_tps = throughput(ours_step, data, args.steps, args.warmup)
