@@ -82,3 +82,41 @@ def throughput(step: Callable[[Batch], None], data: list[Batch], steps: int, war
         step(batch)
     sync()
     return sum(b["input_ids"].numel() for b in data[warmup:warmup + steps]) / (time.perf_counter() - start)
+
+
+def compare_training(objective: str, default_preset: str, heads: dict[str, dict], label_key: str,
+                     make_batch: Callable[..., Batch], need_causal: bool) -> None:
+    """The CPU training-throughput comparison shared by bench_mlm and bench_clm: same config, same
+    batches, fused AdamW on both sides (as HF Trainer on torch >= 2.8); prints both tok/s and the ratio."""
+    import argparse
+
+    from lmforge.models import TaskModel
+    from lmforge.train.optim import build_optimizer
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--preset", default=default_preset)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seq", type=int, default=128)
+    args = parser.parse_args()
+    cfg = ModelConfig.from_name(args.preset)
+    if cfg.causal != need_causal:
+        parser.error(f"--preset {args.preset} does not fit the {objective} objective")
+    if args.seq > cfg.max_position_embeddings:
+        parser.error(f"--seq {args.seq} exceeds the preset's {cfg.max_position_embeddings} positions")
+    gen = torch.Generator().manual_seed(0)
+    data = [make_batch(cfg.vocab_size, args.batch, args.seq, gen) for _ in range(args.warmup + args.steps)]
+
+    ours = TaskModel(cfg, heads).train()
+    ours_step = train_step(
+        lambda b: ours(b["input_ids"], b["attention_mask"], **{label_key: b["labels"]}).loss,
+        build_optimizer(ours, 1e-4))
+    hf = hf_model(cfg, heads).train()
+    hf_step = train_step(lambda b: hf(**b).loss, torch.optim.AdamW(hf.parameters(), lr=1e-4, fused=True))
+
+    hf_tps = throughput(hf_step, data, args.steps, args.warmup)
+    ours_tps = throughput(ours_step, data, args.steps, args.warmup)
+    print(f"{args.preset} {objective} seq {args.seq} batch {args.batch} ({torch.get_num_threads()} threads, "
+          f"{args.steps} timed steps): transformers {hf_tps:,.0f} tok/s, lmforge {ours_tps:,.0f} tok/s, "
+          f"ratio {ours_tps / hf_tps:.2f}x")
