@@ -84,10 +84,33 @@ def throughput(step: Callable[[Batch], None], data: list[Batch], steps: int, war
     return sum(b["input_ids"].numel() for b in data[warmup:warmup + steps]) / (time.perf_counter() - start)
 
 
+def interleaved_throughput(steps_by_name: dict[str, Callable[[Batch], None]], data: list[Batch], steps: int,
+                           warmup: int = 2, rounds: int = 4) -> dict[str, float]:
+    """Tokens per second of each side, timed in alternating rounds over the same batches, so that a
+    slow patch of a shared machine (another process, clock changes) falls on both sides alike."""
+    if len(data) < warmup + steps:
+        raise ValueError(f"need {warmup + steps} batches, got {len(data)}")
+    for step in steps_by_name.values():
+        for batch in data[:warmup]:
+            step(batch)
+    timed = data[warmup:warmup + steps]
+    seconds = dict.fromkeys(steps_by_name, 0.0)
+    for r in range(rounds):
+        part = timed[r * len(timed) // rounds:(r + 1) * len(timed) // rounds]
+        for name, step in steps_by_name.items():
+            start = time.perf_counter()
+            for batch in part:
+                step(batch)
+            seconds[name] += time.perf_counter() - start
+    tokens = sum(b["input_ids"].numel() for b in timed)
+    return {name: tokens / s for name, s in seconds.items()}
+
+
 def compare_training(objective: str, default_preset: str, heads: dict[str, dict], label_key: str,
                      make_batch: Callable[..., Batch], need_causal: bool) -> None:
     """The CPU training-throughput comparison shared by bench_mlm and bench_clm: same config, same
-    batches, fused AdamW on both sides (as HF Trainer on torch >= 2.8); prints both tok/s and the ratio."""
+    batches, fused AdamW on both sides (as HF Trainer on torch >= 2.8), timed in alternating rounds;
+    prints both tok/s and the ratio."""
     import argparse
 
     from lmforge.models import TaskModel
@@ -99,6 +122,7 @@ def compare_training(objective: str, default_preset: str, heads: dict[str, dict]
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=4, help="alternations of the two sides")
     args = parser.parse_args()
     cfg = ModelConfig.from_name(args.preset)
     if cfg.causal != need_causal:
@@ -115,8 +139,8 @@ def compare_training(objective: str, default_preset: str, heads: dict[str, dict]
     hf = hf_model(cfg, heads).train()
     hf_step = train_step(lambda b: hf(**b).loss, torch.optim.AdamW(hf.parameters(), lr=1e-4, fused=True))
 
-    hf_tps = throughput(hf_step, data, args.steps, args.warmup)
-    ours_tps = throughput(ours_step, data, args.steps, args.warmup)
+    tps = interleaved_throughput({"hf": hf_step, "ours": ours_step}, data, args.steps, args.warmup, args.rounds)
+    hf_tps, ours_tps = tps["hf"], tps["ours"]
     print(f"{args.preset} {objective} seq {args.seq} batch {args.batch} ({torch.get_num_threads()} threads, "
           f"{args.steps} timed steps): transformers {hf_tps:,.0f} tok/s, lmforge {ours_tps:,.0f} tok/s, "
           f"ratio {ours_tps / hf_tps:.2f}x")

@@ -189,3 +189,14 @@ def test_fused_and_plain_lm_heads_agree():
     b.loss.backward()
     for (name, p), q in zip(fused.named_parameters(), plain.parameters()):
         torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+def test_linear_cross_entropy_without_rows_gives_zero_loss_and_gradients():
+    from lmforge.nn.cross_entropy import linear_cross_entropy
+
+    hidden = torch.randn(0, 16, requires_grad=True)
+    weight = torch.randn(50, 16, requires_grad=True)
+    loss, predictions = linear_cross_entropy(hidden, weight, None, torch.zeros(0, dtype=torch.long))
+    loss.backward()
+    assert loss.item() == 0.0 and predictions.numel() == 0
+    assert torch.equal(weight.grad, torch.zeros_like(weight))

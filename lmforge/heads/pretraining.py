@@ -12,6 +12,7 @@ from lmforge.heads.base import Head, HeadOutput
 from lmforge.heads.lm import IGNORE
 from lmforge.models.backbone import Backbone, BackboneOutput
 from lmforge.nn.activations import activation
+from lmforge.nn.dropout import Dropout
 
 
 class SegmentPairHead(Head):
@@ -29,7 +30,7 @@ class SegmentPairHead(Head):
         super().__init__(config, backbone, **kw)
         if backbone.pooler is None:
             raise ValueError(f"{self.kind} needs a pooler; family {config.family!r} has none")
-        self.drop = nn.Dropout(config.classifier_dropout if config.family == "albert" else 0.0)
+        self.drop = Dropout(config.classifier_dropout if config.family == "albert" else 0.0)
         self.out = nn.Linear(config.hidden_size, 2)
 
     def forward(self, out: BackboneOutput, batch: dict[str, Any]) -> HeadOutput:

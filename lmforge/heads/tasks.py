@@ -13,6 +13,7 @@ from lmforge.heads.base import Head, HeadOutput, first_token, last_real_token
 from lmforge.heads.lm import IGNORE
 from lmforge.models.backbone import Backbone, BackboneOutput
 from lmforge.nn.activations import activation
+from lmforge.nn.dropout import Dropout
 
 
 class SequenceClassificationHead(Head):
@@ -36,7 +37,7 @@ class SequenceClassificationHead(Head):
         self.style = style or config.classifier_style
         if self.style == "pooler" and backbone.pooler is None:
             raise ValueError(f"classifier style 'pooler' needs a pooler; family {config.family!r} has none")
-        self.drop = nn.Dropout(config.classifier_dropout)
+        self.drop = Dropout(config.classifier_dropout)
         hidden = config.hidden_size
         if self.style == "first_mlp":
             self.dense = nn.Linear(hidden, hidden)
@@ -101,7 +102,7 @@ class TokenClassificationHead(Head):
             num_labels = len(label_names) if label_names else 2
         self.num_labels = num_labels
         self.label_names = list(label_names) if label_names else None
-        self.drop = nn.Dropout(config.classifier_dropout)
+        self.drop = Dropout(config.classifier_dropout)
         self.out = nn.Linear(config.hidden_size, num_labels)
 
     def spec(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from torch import nn
 from lmforge.config import ModelConfig
 from lmforge.nn.activations import activation
 from lmforge.nn.attention import SelfAttention
+from lmforge.nn.dropout import Dropout
 
 
 class FeedForward(nn.Module):
@@ -31,7 +32,7 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = FeedForward(config.hidden_size, config.intermediate_size, config.activation)
         self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
         if self.pre_norm:

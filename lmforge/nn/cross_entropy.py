@@ -16,8 +16,11 @@ from torch.nn import functional as F
 CHUNK_ELEMENTS = 1 << 24  # logits per chunk (64 MiB in fp32; ~330 rows of a 50k vocabulary)
 
 
-def _chunk_rows(vocab: int) -> int:
-    return max(16, CHUNK_ELEMENTS // vocab)
+def _chunk_rows(rows: int, vocab: int) -> int:
+    """Rows per chunk, spread evenly so that no chunk is a small remainder (a thin matmul)."""
+    most = max(16, CHUNK_ELEMENTS // vocab)
+    chunks = -(-rows // most)
+    return max(1, -(-rows // max(chunks, 1)))
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -28,13 +31,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
         w = weight.to(compute_dtype)
         b = bias.to(compute_dtype) if bias is not None else None
         grad_hidden = torch.empty_like(hidden) if need_grad else None
-        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if need_grad else None
+        grad_weight = torch.empty_like(weight, dtype=torch.float32) if need_grad else None  # first chunk writes it
         grad_bias = torch.zeros_like(bias, dtype=torch.float32) if need_grad and bias is not None else None
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
         predictions = torch.empty(rows, dtype=torch.long, device=hidden.device)
-        step = _chunk_rows(vocab)
+        step = _chunk_rows(rows, vocab)
         # one reused fp32 buffer: no (N, V) allocation, no page faults per chunk on CPU
         buffer = torch.empty(min(step, rows), vocab, dtype=torch.float32, device=hidden.device)
+        if need_grad and rows == 0:
+            grad_weight.zero_()
         for start in range(0, rows, step):
             end = min(start + step, rows)
             h = hidden[start:end].to(compute_dtype)
@@ -57,7 +62,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
             logits.scatter_add_(1, t, torch.full_like(target_logit, -1.0 / rows))
             g = logits.to(compute_dtype)
             grad_hidden[start:end] = (g @ w).to(hidden.dtype)
-            grad_weight.addmm_(g.t().float(), h.float())
+            if start == 0:
+                torch.mm(g.t().float(), h.float(), out=grad_weight)
+            else:
+                grad_weight.addmm_(g.t().float(), h.float())
             if grad_bias is not None:
                 grad_bias += logits.sum(dim=0)
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
@@ -69,10 +77,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss, _grad_predictions):  # type: ignore[override]
         grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
         weight_dtype, bias_dtype = ctx.dtypes
+        # Scaled in place: these buffers were made by forward for this one backward (a second
+        # backward through the same graph fails autograd's version check instead of reusing them).
         return (
-            grad_hidden * grad_loss.to(grad_hidden.dtype),
-            (grad_weight * grad_loss).to(weight_dtype),
-            (grad_bias * grad_loss).to(bias_dtype) if grad_bias is not None else None,
+            grad_hidden.mul_(grad_loss.to(grad_hidden.dtype)),
+            grad_weight.mul_(grad_loss).to(weight_dtype),
+            grad_bias.mul_(grad_loss).to(bias_dtype) if grad_bias is not None else None,
             None,
             None,
         )

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from lmforge.config import ModelConfig
+from lmforge.nn.dropout import Dropout
 
 
 def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
@@ -33,7 +34,7 @@ class Embeddings(nn.Module):
             self.pos.weight.requires_grad_(False)
         self.seg = nn.Embedding(config.type_vocab_size, dim) if config.type_vocab_size > 0 else None
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps) if config.embedding_norm else None
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
         self.proj = nn.Linear(dim, config.hidden_size) if dim != config.hidden_size else None
 
     def position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
