@@ -23,6 +23,8 @@ def table(paths: list[Path]) -> str:
         r = json.loads(path.read_text())
         ours, theirs, s = r["lmforge"], r.get("hf"), r["settings"]
         setting = f"{s['epochs']:g} ep, bs {s['batch_size']}, lr {s['lr']:g}, {s['device']}"
+        if "selected_step" in ours:
+            setting += f", best dev epoch kept (step {ours['selected_step']})"
         if s.get("limit"):
             setting += f", limit {s['limit']}"
         rows.append("| " + " | ".join([
