@@ -87,9 +87,9 @@ def run_lmforge(name: str, args: argparse.Namespace, out: Path) -> dict:
         model, _ = load_finetuned(out)
         task = get_task(bench.task, TaskOptions(**bench.options))
         examples = task.read(bench.data, bench.test_split)[: args.eval_limit]
-        _, scores = evaluate_examples(model.to(resolve_device(args.device)), task, examples,
-                                      load_task_tokenizer(out), default_max_length(bench.task), 128,
-                                      resolve_device(args.device))
+        device = resolve_device(args.device)
+        _, scores = evaluate_examples(model.to(device), task, examples, load_task_tokenizer(out),
+                                      default_max_length(bench.task), 128, device)
         result.update(metrics=scores, dev_metrics=selected, selected_step=summary["selected"]["step"])
     return {"wall_seconds": time.perf_counter() - start, **result}
 

@@ -19,8 +19,8 @@ CHUNK_ELEMENTS = 1 << 24  # logits per chunk (64 MiB in fp32; ~330 rows of a 50k
 def _chunk_rows(rows: int, vocab: int) -> int:
     """Rows per chunk, spread evenly so that no chunk is a small remainder (a thin matmul)."""
     most = max(16, CHUNK_ELEMENTS // vocab)
-    chunks = -(-rows // most)
-    return max(1, -(-rows // max(chunks, 1)))
+    chunks = max(1, -(-rows // most))  # ceil division
+    return max(1, -(-rows // chunks))
 
 
 class _LinearCrossEntropy(torch.autograd.Function):

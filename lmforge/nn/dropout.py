@@ -1,7 +1,7 @@
 """Dropout (Srivastava et al. 2014) with a cheaper mask on CPU.
 
 On CPU `F.dropout` draws one Mersenne-Twister number per element through `bernoulli_`; in a small
-BERT that is ~10% of a training step (profile in bench/bench_mlm.py). Here one 64-bit draw feeds
+BERT that was ~10% of a training step (torch.profiler over bench_mlm.py's bert-mini step). Here one 64-bit draw feeds
 four elements: each 16-bit lane keeps 15 uniform bits (`random_()` on int64 fills [0, 2^63), so
 the top lane has one bit fewer) and an element is dropped when its lane falls below
 round(p * 2^15). The drop probability is therefore p to within 2^-16 (0.1 -> 0.100006), and
