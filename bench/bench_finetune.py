@@ -189,6 +189,7 @@ def main() -> int:
         if theirs:
             result["speedup"] = theirs["wall_seconds"] / ours["wall_seconds"]
         suffix = (f"_{args.epochs:g}ep" + (f"_lr{args.lr:g}" if args.lr != parser.get_default("lr") else "")
+                  + (f"_bs{args.batch_size}" if args.batch_size != parser.get_default("batch_size") else "")
                   + (f"_limit{args.limit}" if args.limit else ""))
         (RESULTS / f"{name}{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
         line = f"{name}: lmforge {ours['wall_seconds']:.1f}s {ours['metrics']}"

@@ -16,9 +16,19 @@ def fmt_metrics(task: str, metrics: dict) -> str:
     return " / ".join(f"{k} {scale * metrics[k]:.1f}" for k in MAIN.get(task, list(metrics)) if k in metrics)
 
 
+def dev_by_epoch(task: str, history: list[dict] | None) -> str:
+    """The first main metric after each epoch, on the dev split (eng.testa for CoNLL)."""
+    if not history:
+        return "-"
+    key = MAIN.get(task, [None])[0]
+    scale = 1.0 if task in ("conll2003", "squad") else 100.0
+    return " / ".join(f"{scale * h[key]:.1f}" for h in history if key in h) or "-"
+
+
 def table(paths: list[Path]) -> str:
-    rows = ["| task | target | lmforge score | HF score | lmforge time | HF time | speedup | setting |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| task | target | lmforge score | HF score | lmforge time | HF time | speedup | lmforge dev by epoch "
+            "| setting |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for path in paths:
         r = json.loads(path.read_text())
         ours, theirs, s = r["lmforge"], r.get("hf"), r["settings"]
@@ -31,7 +41,8 @@ def table(paths: list[Path]) -> str:
             r["task"], r["target"], fmt_metrics(r["task"], ours["metrics"]),
             fmt_metrics(r["task"], theirs["metrics"]) if theirs else "-",
             f"{ours['wall_seconds']:.0f} s", f"{theirs['wall_seconds']:.0f} s" if theirs else "-",
-            f"{r['speedup']:.2f}x" if "speedup" in r else "-", setting]) + " |")
+            f"{r['speedup']:.2f}x" if "speedup" in r else "-", dev_by_epoch(r["task"], ours.get("dev_history")),
+            setting]) + " |")
     return "\n".join(rows)
 
 
