@@ -11,9 +11,13 @@ MAIN = {"sst2": ["accuracy"], "mrpc": ["f1", "accuracy"], "stsb": ["pearson", "s
         "conll2003": ["f1"], "squad": ["exact_match", "f1"]}
 
 
+def percent(task: str) -> float:
+    """Factor that shows a task's metric in percent (seqeval/SQuAD scores already are)."""
+    return 1.0 if task in ("conll2003", "squad") else 100.0
+
+
 def fmt_metrics(task: str, metrics: dict) -> str:
-    scale = 1.0 if task in ("conll2003", "squad") else 100.0  # show everything in percent
-    return " / ".join(f"{k} {scale * metrics[k]:.1f}" for k in MAIN.get(task, list(metrics)) if k in metrics)
+    return " / ".join(f"{k} {percent(task) * metrics[k]:.1f}" for k in MAIN.get(task, list(metrics)) if k in metrics)
 
 
 def dev_by_epoch(task: str, history: list[dict] | None) -> str:
@@ -21,8 +25,7 @@ def dev_by_epoch(task: str, history: list[dict] | None) -> str:
     if not history:
         return "-"
     key = MAIN.get(task, [None])[0]
-    scale = 1.0 if task in ("conll2003", "squad") else 100.0
-    return " / ".join(f"{scale * h[key]:.1f}" for h in history if key in h) or "-"
+    return " / ".join(f"{percent(task) * h[key]:.1f}" for h in history if key in h) or "-"
 
 
 def table(paths: list[Path]) -> str:
