@@ -7,7 +7,9 @@ Trainer and default sampler, and is scored by the same decoding and metric code.
 
     python bench/bench_finetune.py --task sst2            # full run (the lead's numbers)
     python bench/bench_finetune.py --task all --limit 64  # quick check
-Results go to bench/results/<task>_<epochs>ep.json; bench/results_table.py turns them into a markdown table.
+    python bench/bench_finetune.py --task sst2 --eval-every 842 --select-best  # early selection on dev, both sides
+Results go to bench/results/<task>_<epochs>ep[_<setting>].json; bench/results_table.py turns them into a
+markdown table.
 """
 
 from __future__ import annotations
@@ -75,14 +77,19 @@ def run_lmforge(name: str, args: argparse.Namespace, out: Path) -> dict:
     bench = BENCHES[name]
     cfg = FinetuneConfig(task=bench.task, model=str(model_dir()), data=str(bench.data), out=str(out), lr=args.lr,
                          batch_size=args.batch_size, epochs=args.epochs, warmup_ratio=0.1, seed=args.seed,
-                         select_best=bench.test_split is not None, limit=args.limit, eval_limit=args.eval_limit,
+                         select_best=args.select_best or bench.test_split is not None, eval_every=args.eval_every,
+                         limit=args.limit, eval_limit=args.eval_limit,
                          device=args.device, progress=not args.quiet, options=TaskOptions(**bench.options))
     start = time.perf_counter()
     summary = finetune(cfg)
     selected = {k: v for k, v in summary["selected"].items() if k != "step"}
     evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    history = [r for r in evals if r["kind"] == "eval"]
     result = {"train_seconds": summary["train_seconds"], "steps": summary["steps"], "metrics": selected,
-              "dev_history": [r for r in evals if r["kind"] == "eval"]}
+              "dev_history": history}
+    if args.select_best and not bench.test_split:
+        result.update(selected_step=summary["selected"]["step"],
+                      final_metrics={k: v for k, v in history[-1].items() if k not in ("kind", "step", "epoch")})
     if bench.test_split:
         model, _ = load_finetuned(out)
         task = get_task(bench.task, TaskOptions(**bench.options))
@@ -101,8 +108,54 @@ def hf_model_class(kind: str):
             "token_classification": T.AutoModelForTokenClassification}[kind]
 
 
+def score_hf(model, task, dev, encoded, collate, labels, kind: str, device: torch.device) -> dict:
+    """Score an HF model with the same length-sorted batches, decoding and metrics as lmforge's."""
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(encoded.features)), key=lambda i: feature_length(encoded.features[i]))
+    logits: list = [None] * len(order)
+    with torch.inference_mode(), _autocast(device, None):
+        for at in range(0, len(order), 128):
+            chunk = order[at:at + 128]
+            batch = {k: v.to(device) for k, v in collate([encoded.features[i] for i in chunk]).items()
+                     if k in ("input_ids", "attention_mask", "token_type_ids")}
+            output = model(**batch)
+            scores = (torch.stack([output.start_logits, output.end_logits], -1) if kind == "qa"
+                      else output.logits)
+            for row, i in enumerate(chunk):
+                logits[i] = task.trim_logits(encoded.features[i], scores[row])
+    model.train(was_training)
+    return task.metrics(dev, task.decode(dev, encoded, logits, labels))
+
+
+def keep_best_callback():
+    """A TrainerCallback that mirrors lmforge's dev selection: score every N steps and at the end, keep the
+    best state in memory (HF's own load_best_model_at_end would add checkpoint writes lmforge does not do)."""
+    from transformers import TrainerCallback
+
+    class KeepBestOnDev(TrainerCallback):
+        def __init__(self, score, metric: str, every: int, enabled: bool):
+            self.score, self.metric, self.every, self.enabled = score, metric, every, enabled
+            self.history: list[dict] = []
+            self.state, self.metrics, self.step = None, None, None
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            step = state.global_step
+            if not self.enabled or (step % self.every and step != state.max_steps):
+                return
+            scores = self.score(model)
+            self.history.append({"step": step, **scores})
+            if self.metrics is None or scores[self.metric] > self.metrics[self.metric]:
+                self.metrics, self.step = scores, step
+                self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    return KeepBestOnDev
+
+
 def run_hf(name: str, args: argparse.Namespace, out: Path) -> dict:
     from transformers import Trainer, TrainingArguments
+
+    KeepBestOnDev = keep_best_callback()
 
     bench = BENCHES[name]
     device = resolve_device(args.device)
@@ -111,7 +164,8 @@ def run_hf(name: str, args: argparse.Namespace, out: Path) -> dict:
     max_length = default_max_length(bench.task)
     start = time.perf_counter()
     train = task.read(bench.data, "train")[: args.limit]
-    # no per-epoch selection on this side: the last epoch is scored on the reported split
+    # with --select-best the dev split is scored every --eval-every steps (as lmforge does) and the best kept;
+    # otherwise the last step is scored once (no per-epoch selection for a test split on this side)
     dev = task.read(bench.data, bench.test_split or "dev")[: args.eval_limit]
     labels = task.label_names(train)
     spec = task.head_spec(labels)
@@ -135,29 +189,24 @@ def run_hf(name: str, args: argparse.Namespace, out: Path) -> dict:
         use_cpu=device.type == "cpu", bf16=device.type == "cuda", dataloader_num_workers=0,
         remove_unused_columns=False,
     )
-    trainer = Trainer(model=model, args=targs, train_dataset=train_features, data_collator=collate)
+    encoded = task.encode(dev, tok, max_length, labels, train=False)
+    best = KeepBestOnDev(lambda m: score_hf(m, task, dev, encoded, collate, labels, spec["kind"], device),
+                         task.main_metric, args.eval_every or math.ceil(len(train_features) / args.batch_size),
+                         enabled=args.select_best)
+    trainer = Trainer(model=model, args=targs, train_dataset=train_features, data_collator=collate,
+                      callbacks=[best])
     t0 = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - t0
-    # evaluation: the same length-sorted batches, decoding and metrics as lmforge's
-    encoded = task.encode(dev, tok, max_length, labels, train=False)
-    model.eval()
-    order = sorted(range(len(encoded.features)), key=lambda i: feature_length(encoded.features[i]))
-    logits: list = [None] * len(order)
-    with torch.inference_mode(), _autocast(device, None):
-        for at in range(0, len(order), 128):
-            chunk = order[at:at + 128]
-            batch = {k: v.to(device) for k, v in collate([encoded.features[i] for i in chunk]).items()
-                     if k in ("input_ids", "attention_mask", "token_type_ids")}
-            output = model(**batch)
-            scores = (torch.stack([output.start_logits, output.end_logits], -1) if spec["kind"] == "qa"
-                      else output.logits)
-            for row, i in enumerate(chunk):
-                logits[i] = task.trim_logits(encoded.features[i], scores[row])
-    predictions = task.decode(dev, encoded, logits, labels)
-    wall = time.perf_counter() - start
-    return {"wall_seconds": wall, "train_seconds": train_seconds, "steps": trainer.state.global_step,
-            "metrics": task.metrics(dev, predictions)}
+    if best.history:  # selection on dev: the best evaluation's model was loaded back, its scores stand
+        model.load_state_dict(best.state)
+        final = {k: v for k, v in best.history[-1].items() if k != "step"}
+        return {"wall_seconds": time.perf_counter() - start, "train_seconds": train_seconds,
+                "steps": trainer.state.global_step, "metrics": best.metrics, "dev_history": best.history,
+                "selected_step": best.step, "final_metrics": final}
+    scores = score_hf(model, task, dev, encoded, collate, labels, spec["kind"], device)
+    return {"wall_seconds": time.perf_counter() - start, "train_seconds": train_seconds,
+            "steps": trainer.state.global_step, "metrics": scores}
 
 
 def main() -> int:
@@ -170,18 +219,24 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--eval-every", type=int, default=0, help="steps between dev evaluations (0: each epoch)")
+    parser.add_argument("--select-best", action="store_true",
+                        help="keep the checkpoint with the best dev score on both sides (early selection on dev)")
     parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     names = list(BENCHES) if args.task == "all" else [args.task]
+    if args.select_best and any(BENCHES[n].test_split for n in names):
+        parser.error("--select-best is for tasks scored on dev; conll2003 already picks its epoch on eng.testa")
     for name in names:
         with tempfile.TemporaryDirectory() as tmp:
             ours = run_lmforge(name, args, Path(tmp) / "lmforge")
             theirs = None if args.skip_hf else run_hf(name, args, Path(tmp) / "hf")
         result = {"task": name, "target": BENCHES[name].target, "lmforge": ours, "hf": theirs,
                   "settings": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-                               "seed": args.seed, "limit": args.limit, "eval_limit": args.eval_limit,
+                               "seed": args.seed, "eval_every": args.eval_every,
+                               "select_best": args.select_best, "limit": args.limit, "eval_limit": args.eval_limit,
                                "device": str(resolve_device(args.device)),
                                "machine": f"{platform.processor() or platform.machine()}, "
                                           f"{torch.get_num_threads()} threads, torch {torch.__version__}",
@@ -190,6 +245,7 @@ def main() -> int:
             result["speedup"] = theirs["wall_seconds"] / ours["wall_seconds"]
         suffix = (f"_{args.epochs:g}ep" + (f"_lr{args.lr:g}" if args.lr != parser.get_default("lr") else "")
                   + (f"_bs{args.batch_size}" if args.batch_size != parser.get_default("batch_size") else "")
+                  + (f"_sel{args.eval_every or 'ep'}" if args.select_best else "")
                   + (f"_limit{args.limit}" if args.limit else ""))
         (RESULTS / f"{name}{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
         line = f"{name}: lmforge {ours['wall_seconds']:.1f}s {ours['metrics']}"

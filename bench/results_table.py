@@ -20,8 +20,8 @@ def fmt_metrics(task: str, metrics: dict) -> str:
     return " / ".join(f"{k} {percent(task) * metrics[k]:.1f}" for k in MAIN.get(task, list(metrics)) if k in metrics)
 
 
-def dev_by_epoch(task: str, history: list[dict] | None) -> str:
-    """The first main metric after each epoch, on the dev split (eng.testa for CoNLL)."""
+def dev_history(task: str, history: list[dict] | None) -> str:
+    """The first main metric at each dev evaluation (each epoch unless --eval-every; eng.testa for CoNLL)."""
     if not history:
         return "-"
     key = MAIN.get(task, [None])[0]
@@ -29,14 +29,20 @@ def dev_by_epoch(task: str, history: list[dict] | None) -> str:
 
 
 def table(paths: list[Path]) -> str:
-    rows = ["| task | target | lmforge score | HF score | lmforge time | HF time | speedup | lmforge dev by epoch "
+    rows = ["| task | target | lmforge score | HF score | lmforge time | HF time | speedup | lmforge dev history "
             "| setting |",
             "|---|---|---|---|---|---|---|---|---|"]
     for path in paths:
         r = json.loads(path.read_text())
         ours, theirs, s = r["lmforge"], r.get("hf"), r["settings"]
         setting = f"{s['epochs']:g} ep, bs {s['batch_size']}, lr {s['lr']:g}, {s['device']}"
-        if "selected_step" in ours:
+        if s.get("select_best"):  # both sides scored dev every eval_every steps and kept their best
+            every = f"every {s['eval_every']} steps" if s.get("eval_every") else "each epoch"
+            setting += (f", dev scored {every}, best kept on both sides "
+                        f"(steps {ours['selected_step']} / {theirs['selected_step'] if theirs else '-'}); "
+                        f"final models {fmt_metrics(r['task'], ours['final_metrics'])}"
+                        + (f" / {fmt_metrics(r['task'], theirs['final_metrics'])}" if theirs else ""))
+        elif "selected_step" in ours:
             setting += f", best dev epoch kept (step {ours['selected_step']})"
         if s.get("limit"):
             setting += f", limit {s['limit']}"
@@ -44,7 +50,7 @@ def table(paths: list[Path]) -> str:
             r["task"], r["target"], fmt_metrics(r["task"], ours["metrics"]),
             fmt_metrics(r["task"], theirs["metrics"]) if theirs else "-",
             f"{ours['wall_seconds']:.0f} s", f"{theirs['wall_seconds']:.0f} s" if theirs else "-",
-            f"{r['speedup']:.2f}x" if "speedup" in r else "-", dev_by_epoch(r["task"], ours.get("dev_history")),
+            f"{r['speedup']:.2f}x" if "speedup" in r else "-", dev_history(r["task"], ours.get("dev_history")),
             setting]) + " |")
     return "\n".join(rows)
 
