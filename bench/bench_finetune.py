@@ -129,25 +129,26 @@ def score_hf(model, task, dev, encoded, collate, labels, kind: str, device: torc
 
 
 def keep_best_callback():
-    """A TrainerCallback that mirrors lmforge's dev selection: score every N steps and at the end, keep the
-    best state in memory (HF's own load_best_model_at_end would add checkpoint writes lmforge does not do)."""
+    """A TrainerCallback that mirrors lmforge's dev evaluation: score every N steps and at the end and keep
+    the best state in memory (HF's own load_best_model_at_end would add checkpoint writes lmforge does not do)."""
     from transformers import TrainerCallback
 
     class KeepBestOnDev(TrainerCallback):
-        def __init__(self, score, metric: str, every: int, enabled: bool):
-            self.score, self.metric, self.every, self.enabled = score, metric, every, enabled
+        def __init__(self, score, metric: str, every: int, keep_state: bool):
+            self.score, self.metric, self.every, self.keep_state = score, metric, every, keep_state
             self.history: list[dict] = []
             self.state, self.metrics, self.step = None, None, None
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
             step = state.global_step
-            if not self.enabled or (step % self.every and step != state.max_steps):
+            if step % self.every and step != state.max_steps:
                 return
             scores = self.score(model)
             self.history.append({"step": step, **scores})
             if self.metrics is None or scores[self.metric] > self.metrics[self.metric]:
                 self.metrics, self.step = scores, step
-                self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                if self.keep_state:
+                    self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
     return KeepBestOnDev
 
@@ -164,8 +165,8 @@ def run_hf(name: str, args: argparse.Namespace, out: Path) -> dict:
     max_length = default_max_length(bench.task)
     start = time.perf_counter()
     train = task.read(bench.data, "train")[: args.limit]
-    # with --select-best the dev split is scored every --eval-every steps (as lmforge does) and the best kept;
-    # otherwise the last step is scored once (no per-epoch selection for a test split on this side)
+    # with --eval-every or --select-best the dev split is scored as lmforge scores it (the best kept with
+    # --select-best); otherwise the last step is scored once (no per-epoch selection for a test split here)
     dev = task.read(bench.data, bench.test_split or "dev")[: args.eval_limit]
     labels = task.label_names(train)
     spec = task.head_spec(labels)
@@ -192,21 +193,23 @@ def run_hf(name: str, args: argparse.Namespace, out: Path) -> dict:
     encoded = task.encode(dev, tok, max_length, labels, train=False)
     best = KeepBestOnDev(lambda m: score_hf(m, task, dev, encoded, collate, labels, spec["kind"], device),
                          task.main_metric, args.eval_every or math.ceil(len(train_features) / args.batch_size),
-                         enabled=args.select_best)
+                         keep_state=args.select_best)
+    callbacks = [best] if args.eval_every or args.select_best else []
     trainer = Trainer(model=model, args=targs, train_dataset=train_features, data_collator=collate,
-                      callbacks=[best])
+                      callbacks=callbacks)
     t0 = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - t0
-    if best.history:  # selection on dev: the best evaluation's model was loaded back, its scores stand
-        model.load_state_dict(best.state)
+    result = {"train_seconds": train_seconds, "steps": trainer.state.global_step}
+    if best.history:  # scored during training; the last evaluation is the final model's
         final = {k: v for k, v in best.history[-1].items() if k != "step"}
-        return {"wall_seconds": time.perf_counter() - start, "train_seconds": train_seconds,
-                "steps": trainer.state.global_step, "metrics": best.metrics, "dev_history": best.history,
-                "selected_step": best.step, "final_metrics": final}
-    scores = score_hf(model, task, dev, encoded, collate, labels, spec["kind"], device)
-    return {"wall_seconds": time.perf_counter() - start, "train_seconds": train_seconds,
-            "steps": trainer.state.global_step, "metrics": scores}
+        result.update(metrics=final, dev_history=best.history)
+        if args.select_best:  # the best evaluation's weights are loaded back, its scores stand
+            model.load_state_dict(best.state)
+            result.update(metrics=best.metrics, selected_step=best.step, final_metrics=final)
+    else:
+        result["metrics"] = score_hf(model, task, dev, encoded, collate, labels, spec["kind"], device)
+    return {"wall_seconds": time.perf_counter() - start, **result}
 
 
 def main() -> int:
@@ -219,7 +222,8 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--eval-every", type=int, default=0, help="steps between dev evaluations (0: each epoch)")
+    parser.add_argument("--eval-every", type=int, default=0,
+                        help="steps between dev evaluations on both sides (0: lmforge each epoch, HF at the end)")
     parser.add_argument("--select-best", action="store_true",
                         help="keep the checkpoint with the best dev score on both sides (early selection on dev)")
     parser.add_argument("--skip-hf", action="store_true")
@@ -245,7 +249,7 @@ def main() -> int:
             result["speedup"] = theirs["wall_seconds"] / ours["wall_seconds"]
         suffix = (f"_{args.epochs:g}ep" + (f"_lr{args.lr:g}" if args.lr != parser.get_default("lr") else "")
                   + (f"_bs{args.batch_size}" if args.batch_size != parser.get_default("batch_size") else "")
-                  + (f"_sel{args.eval_every or 'ep'}" if args.select_best else "")
+                  + (f"_ev{args.eval_every}" if args.eval_every else "") + ("_sel" if args.select_best else "")
                   + (f"_limit{args.limit}" if args.limit else ""))
         (RESULTS / f"{name}{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
         line = f"{name}: lmforge {ours['wall_seconds']:.1f}s {ours['metrics']}"
