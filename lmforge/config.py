@@ -11,7 +11,10 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from lmforge.nn.block import LayerSpec
 
 Family = Literal["bert", "roberta", "albert", "electra", "distilbert", "openai-gpt", "gpt2"]
 Activation = Literal["gelu", "gelu_tanh", "relu", "tanh"]
@@ -34,6 +37,7 @@ class ModelConfig:
     max_position_embeddings: int = 512
     type_vocab_size: int = 2  # segment embeddings; 0 = none (DistilBERT, GPT)
     num_layer_groups: int = 0  # 0 = no sharing; ALBERT shares one group across all layers (§3.1)
+    num_decoder_layers: int = 0  # > 0: an encoder-decoder (Vaswani et al. §3.1); num_layers is the encoder's
 
     # --- layout ---
     causal: bool = False  # decoder-only LM (GPT) when True
@@ -45,10 +49,12 @@ class ModelConfig:
     activation: Activation = "gelu"
     layer_norm_eps: float = 1e-12
 
-    # --- heads ---
+    # --- heads (family defaults live here, so heads never branch on `family`) ---
     mlm_activation: Activation | None = None  # None -> activation (RoBERTa/ELECTRA heads fix gelu)
     classifier_style: Literal["pooler", "first_mlp", "last_token"] = "pooler"
     classifier_activation: Activation = "tanh"  # for first_mlp: RoBERTa tanh, ELECTRA gelu, DistilBERT relu
+    multiple_choice_style: Literal["pooler", "first_mlp", "last_token"] | None = None  # None -> classifier_style
+    pair_head_dropout: bool = False  # NSP/SOP head drops out the pooled vector (ALBERT's SOP head does)
     tie_word_embeddings: bool = True
 
     # --- regularisation and initialisation ---
@@ -81,12 +87,29 @@ class ModelConfig:
             )
         if self.classifier_style == "pooler" and not self.pooler:
             raise ValueError("classifier_style='pooler' needs pooler=True")
+        if self.num_decoder_layers and (self.causal or self.pooler):
+            raise ValueError("an encoder-decoder (num_decoder_layers > 0) takes causal=False and pooler=False: "
+                             "the encoder is bidirectional, the decoder causal by construction")
         if self.position_offset and self.pad_token_id is None:
             raise ValueError("position_offset (RoBERTa positions) needs a pad_token_id")
 
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def arch(self) -> str:
+        """The backbone this config builds (lmforge.models.registry)."""
+        return "encoder-decoder" if self.num_decoder_layers else "transformer"
+
+    def layer_spec(self) -> LayerSpec:
+        """What one Transformer layer of this model is (lmforge.nn.block)."""
+        from lmforge.nn.block import LayerSpec
+
+        return LayerSpec(hidden_size=self.hidden_size, num_heads=self.num_heads,
+                         intermediate_size=self.intermediate_size, activation=self.activation,
+                         dropout=self.dropout, attention_dropout=self.attention_dropout,
+                         norm_eps=self.layer_norm_eps, pre_norm=self.norm_position == "pre")
 
     @property
     def num_blocks(self) -> int:
@@ -135,6 +158,7 @@ _ROBERTA = dict(
     mlm_activation="gelu",
     classifier_style="first_mlp",
     classifier_activation="tanh",
+    multiple_choice_style="pooler",  # HF's RobertaForMultipleChoice keeps the pooler its classifier drops
 )
 _ALBERT = dict(
     family="albert",
@@ -145,6 +169,7 @@ _ALBERT = dict(
     dropout=0.0,
     attention_dropout=0.0,
     classifier_dropout=0.1,
+    pair_head_dropout=True,  # the SOP head drops out the pooled vector (classifier_dropout_prob)
 )
 _ELECTRA = dict(
     family="electra",
@@ -216,17 +241,21 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
+# arch name -> config class; families with their own config class (XLNet, ELMo) register here
+CONFIG_CLASSES: dict[str, Any] = {"transformer": ModelConfig, "encoder-decoder": ModelConfig}
+
+
 @dataclass
 class CheckpointConfig:
     """What `config.json` of an lmforge model directory holds: the backbone config and its heads."""
 
-    model: ModelConfig
+    model: Any  # ModelConfig, or the config class registered for its arch
     heads: dict[str, dict[str, Any]] = field(default_factory=dict)
     format: str = "lmforge"
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / CONFIG_FILE
-        data = {"format": self.format, "model": self.model.to_dict(), "heads": self.heads}
+        data = {"format": self.format, "arch": self.model.arch, "model": self.model.to_dict(), "heads": self.heads}
         path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
         return path
 
@@ -244,8 +273,11 @@ class CheckpointConfig:
                 f"{path}: not an lmforge config (no \"format\": \"lmforge\"); "
                 "for a HuggingFace directory use lmforge.convert.load_hf or `lmforge convert --from-hf`"
             )
+        arch = data.get("arch", "transformer")  # files written before archs existed hold a Transformer
+        if arch not in CONFIG_CLASSES:
+            raise ValueError(f"{path}: unknown arch {arch!r}; known: {', '.join(sorted(CONFIG_CLASSES))}")
         try:
-            model = ModelConfig.from_dict(data["model"])
+            model = CONFIG_CLASSES[arch].from_dict(data["model"])
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{path}: bad model config: {err}") from None
         return cls(model=model, heads=data.get("heads", {}))

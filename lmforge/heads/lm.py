@@ -72,7 +72,7 @@ class MaskedLMHead(_VocabularyHead):
         self.decoder = nn.Linear(emb, config.vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
         if config.tie_word_embeddings:
-            self.decoder.weight = backbone.embeddings.tok.weight
+            self.decoder.weight = backbone.input_embeddings().weight
 
     def transform(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.norm(self.act(self.dense(hidden)))
@@ -97,7 +97,7 @@ class CausalLMHead(_VocabularyHead):
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.bias = None
         if config.tie_word_embeddings:
-            self.decoder.weight = backbone.embeddings.tok.weight
+            self.decoder.weight = backbone.input_embeddings().weight
 
     def forward(self, out: BackboneOutput, batch: dict[str, Any]) -> HeadOutput:
         labels = batch.get(self.label_key)

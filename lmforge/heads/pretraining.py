@@ -28,9 +28,9 @@ class SegmentPairHead(Head):
 
     def __init__(self, config: ModelConfig, backbone: Backbone, **kw: Any) -> None:
         super().__init__(config, backbone, **kw)
-        if backbone.pooler is None:
-            raise ValueError(f"{self.kind} needs a pooler; family {config.family!r} has none")
-        self.drop = Dropout(config.classifier_dropout if config.family == "albert" else 0.0)
+        if getattr(backbone, "pooler", None) is None:
+            raise ValueError(f"{self.kind} needs a pooler; this {config.family} model has none")
+        self.drop = Dropout(config.classifier_dropout if config.pair_head_dropout else 0.0)
         self.out = nn.Linear(config.hidden_size, 2)
 
     def forward(self, out: BackboneOutput, batch: dict[str, Any]) -> HeadOutput:

@@ -35,8 +35,8 @@ class SequenceClassificationHead(Head):
         self.num_labels = num_labels
         self.label_names = list(label_names) if label_names else None
         self.style = style or config.classifier_style
-        if self.style == "pooler" and backbone.pooler is None:
-            raise ValueError(f"classifier style 'pooler' needs a pooler; family {config.family!r} has none")
+        if self.style == "pooler" and getattr(backbone, "pooler", None) is None:
+            raise ValueError(f"classifier style 'pooler' needs a pooler; this {config.family} model has none")
         self.drop = Dropout(config.classifier_dropout)
         hidden = config.hidden_size
         if self.style == "first_mlp":
@@ -78,9 +78,8 @@ class MultipleChoiceHead(SequenceClassificationHead):
 
     def __init__(self, config: ModelConfig, backbone: Backbone, *, style: str | None = None, **kw: Any) -> None:
         kw.pop("num_labels", None)
-        if style is None:
-            # RoBERTa's multiple-choice model keeps the pooler that its classifier drops
-            style = "pooler" if config.family == "roberta" and backbone.pooler is not None else None
+        if style is None and getattr(backbone, "pooler", None) is not None:
+            style = config.multiple_choice_style  # the family's choice (RoBERTa: the pooler), else None
         super().__init__(config, backbone, num_labels=1, style=style, **kw)
 
     def forward(self, out: BackboneOutput, batch: dict[str, Any]) -> HeadOutput:

@@ -1,7 +1,13 @@
-"""The Transformer stack shared by the whole family: encoder (bidirectional) or decoder (causal).
+"""The Transformer stack shared by the whole family: encoder (bidirectional), decoder (causal, with a
+KV cache), or — with cross-attention — the decoder half of an encoder-decoder (lmforge.models.seq2seq).
 
 Layer i runs block `i * num_blocks // num_layers`, so ALBERT's cross-layer sharing (§3.1)
 is one list of fewer blocks, not a separate model.
+
+Every backbone meets one protocol, which TaskModel, heads, training and generation rely on:
+`input_names` (the batch keys it consumes), `input_embeddings()` (the token table heads tie to),
+`num_hidden_states()`, `max_length()`, `shard_units()` (what FSDP wraps) and
+`forward(**inputs) -> BackboneOutput`.
 """
 
 from __future__ import annotations
@@ -13,9 +19,11 @@ from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.nn.block import Block
+from lmforge.nn.cache import KVCache
 from lmforge.nn.embeddings import Embeddings
 from lmforge.nn.init import init_weights
-from lmforge.nn.masks import attention_mask_for_sdpa
+from lmforge.nn.masks import NO_MASK, AttnMask, cross_attention_mask, self_attention_mask
+from lmforge.nn.norms import build_norm
 
 
 @dataclass
@@ -24,6 +32,9 @@ class BackboneOutput:
     attention_mask: torch.Tensor | None  # (B, T), 1 = real token
     hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings + one per layer
     pooled: torch.Tensor | None = None  # (B, H) pooler output, where the family has one
+    attentions: tuple[torch.Tensor, ...] | None = None  # per layer (B, nh, T, Tk) scores before softmax
+    cache: KVCache | None = None  # the cache this call extended (decoding)
+    encoder: BackboneOutput | None = None  # an encoder-decoder's encoder output
 
 
 class Pooler(nn.Module):
@@ -38,39 +49,83 @@ class Pooler(nn.Module):
 
 
 class Backbone(nn.Module):
-    def __init__(self, config: ModelConfig, init: bool = True) -> None:
+    """Embeddings, `num_layers` blocks, an optional final norm (pre-LN) and pooler (BERT)."""
+
+    input_names: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")
+
+    def __init__(self, config: ModelConfig, init: bool = True, cross_attention: bool = False) -> None:
         super().__init__()
         self.config = config
+        spec = config.layer_spec()
         self.embeddings = Embeddings(config)
-        self.layers = nn.ModuleList(Block(config) for _ in range(config.num_blocks))
+        self.layers = nn.ModuleList(Block(spec, cross_attention) for _ in range(config.num_blocks))
         pre = config.norm_position == "pre"
-        self.norm_f = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if pre else None
+        self.norm_f = build_norm(spec.norm, config.hidden_size, config.layer_norm_eps, spec.bias) if pre else None
         self.pooler = Pooler(config.hidden_size) if config.pooler else None
         if init:
             init_weights(self, config)
 
+    # ------------------------------------------------------------------ protocol
+    def input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.tok
+
+    def num_hidden_states(self) -> int:
+        return self.config.num_layers + 1  # embeddings + one per layer
+
+    def max_length(self) -> int:
+        return self.config.max_position_embeddings - self.config.position_offset
+
+    def shard_units(self) -> list[nn.Module]:
+        """FSDP units: each block, unless blocks are shared across layers (ALBERT), where a unit called
+        several times per forward would be gathered and freed once per call for no memory gain."""
+        return list(self.layers) if self.config.num_blocks == self.config.num_layers else []
+
     def layer_for(self, index: int) -> Block:
         return self.layers[index * self.config.num_blocks // self.config.num_layers]
 
+    # ------------------------------------------------------------------ forward
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
+        *,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
     ) -> BackboneOutput:
-        if input_ids.shape[1] > self.config.max_position_embeddings - self.config.position_offset:
-            raise ValueError(
-                f"sequence length {input_ids.shape[1]} exceeds the model's "
-                f"{self.config.max_position_embeddings - self.config.position_offset} positions"
-            )
-        mask, is_causal = attention_mask_for_sdpa(attention_mask, self.config.causal, input_ids.shape[1])
-        x = self.embeddings(input_ids, token_type_ids)
+        """With a `cache`, `input_ids` are the new tokens only and `attention_mask` covers the cached
+        positions too (B, past + T), as in transformers. `memory`/`memory_mask`: encoder states for
+        cross-attention."""
+        past = cache.length if cache is not None else 0
+        seq = input_ids.shape[1]
+        if past + seq > self.max_length():
+            raise ValueError(f"sequence length {past + seq} exceeds the model's {self.max_length()} positions")
+        mask = self_attention_mask(attention_mask, self.config.causal, seq, past + seq, input_ids.device)
+        x = self.embeddings(input_ids, token_type_ids, position_ids, past)
+        new_mask = attention_mask[:, past:] if attention_mask is not None else None
+        out = self.run_layers(x, mask, memory=memory, memory_mask=cross_attention_mask(memory_mask), cache=cache,
+                              output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+        out.attention_mask = new_mask
+        if cache is not None:
+            cache.advance(seq)
+        return out
+
+    def run_layers(self, x: torch.Tensor, mask: AttnMask, *, memory: torch.Tensor | None = None,
+                   memory_mask: AttnMask = NO_MASK, cache: KVCache | None = None,
+                   output_hidden_states: bool = False, output_attentions: bool = False) -> BackboneOutput:
         states = [x] if output_hidden_states else None
+        scores = [] if output_attentions else None
         for i in range(self.config.num_layers):
-            x = self.layer_for(i)(x, mask, is_causal)
+            x, layer_scores = self.layer_for(i)(x, mask, memory=memory, memory_mask=memory_mask, cache=cache,
+                                                layer=i, need_weights=output_attentions)
             if states is not None:
                 states.append(x)
+            if scores is not None:
+                scores.append(layer_scores)
         if self.norm_f is not None:
             x = self.norm_f(x)
             if states is not None:
@@ -78,7 +133,9 @@ class Backbone(nn.Module):
         pooled = self.pooler(x) if self.pooler is not None else None
         return BackboneOutput(
             last_hidden_state=x,
-            attention_mask=attention_mask,
+            attention_mask=None,
             hidden_states=tuple(states) if states is not None else None,
             pooled=pooled,
+            attentions=tuple(scores) if scores is not None else None,
+            cache=cache,
         )

@@ -16,11 +16,10 @@ from torch import nn
 
 from lmforge.config import WEIGHTS_FILE, CheckpointConfig, ModelConfig
 from lmforge.heads import HeadOutput, build_head
-from lmforge.models.backbone import Backbone, BackboneOutput
+from lmforge.models.backbone import BackboneOutput
+from lmforge.models.registry import build_backbone
 from lmforge.nn.init import init_weights
 from lmforge.weights import load_weights, save_weights
-
-INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @dataclass
@@ -35,7 +34,7 @@ class TaskModel(nn.Module):
                  init: bool = True) -> None:
         super().__init__()
         self.config = config
-        self.backbone = Backbone(config, init=init)
+        self.backbone = build_backbone(config, init=init)
         self.heads = nn.ModuleDict({name: build_head(config, self.backbone, spec)
                                     for name, spec in (heads or {}).items()})
         if init:
@@ -56,15 +55,18 @@ class TaskModel(nn.Module):
                 first[id(param)] = name
         return tied
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
                 heads: tuple[str, ...] | None = None, **batch: Any) -> ModelOutput:
-        if input_ids.dim() == 3:  # multiple choice: (B, C, T) -> (B*C, T)
-            batch["num_choices"] = input_ids.shape[1]
-            input_ids = input_ids.flatten(0, 1)
-            attention_mask = attention_mask.flatten(0, 1) if attention_mask is not None else None
-            token_type_ids = token_type_ids.flatten(0, 1) if token_type_ids is not None else None
-        out = self.backbone(input_ids, attention_mask, token_type_ids, output_hidden_states)
+        """Batch keys the backbone names in `input_names` go to it; the rest (labels ...) to the heads."""
+        batch.update(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        inputs = {k: batch.pop(k) for k in self.backbone.input_names if batch.get(k) is not None}
+        for key in ("input_ids", "attention_mask", "token_type_ids"):
+            batch.pop(key, None)
+        if inputs["input_ids"].dim() == 3:  # multiple choice: (B, C, T) -> (B*C, T)
+            batch["num_choices"] = inputs["input_ids"].shape[1]
+            inputs = {k: v.flatten(0, 1) for k, v in inputs.items()}
+        out = self.backbone(**inputs, output_hidden_states=output_hidden_states)
         results: dict[str, HeadOutput] = {}
         loss = None
         for name, head in self.heads.items():

@@ -1,4 +1,10 @@
-"""Multi-head self-attention through `F.scaled_dot_product_attention`."""
+"""Multi-head attention — self or cross, with a KV cache — and the one function that computes it.
+
+`attend` chooses between `F.scaled_dot_product_attention` (fused kernels) and the same arithmetic
+written out, which runs when the scores are wanted (distillation reads them) or when dropping
+attention probabilities on CPU, where SDPA falls back to its math path and draws its mask with
+`bernoulli_`; the written-out path uses lmforge's cheaper dropout mask (lmforge.nn.dropout).
+"""
 
 from __future__ import annotations
 
@@ -6,45 +12,84 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lmforge.nn.cache import KVCache
 from lmforge.nn.dropout import dropout
+from lmforge.nn.masks import NO_MASK, AttnMask, causal_keep
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttnMask = NO_MASK, dropout_p: float = 0.0,
+           scale: float | None = None, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """softmax(q k^T * scale + bias, masked) @ v for (B, nh, Tq, hd) queries and (B, nh, Tk, hd) keys/values.
+
+    scale None = 1/sqrt(hd) (Vaswani et al. §3.2.1); T5 passes 1.0 (its init absorbs it). Returns the
+    output (B, nh, Tq, hd) and, with need_weights, the scores before masking and softmax (B, nh, Tq, Tk)."""
+    if need_weights or (dropout_p > 0.0 and q.device.type == "cpu"):
+        return written_out_attention(q, k, v, mask, dropout_p, scale)
+    attn_mask, is_causal = mask.for_sdpa(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+                                          dropout_p=dropout_p, scale=scale), None
+
+
+def written_out_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttnMask, dropout_p: float,
+                          scale: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """What SDPA computes, step by step: returns the output and the scores (before mask and softmax)."""
+    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5 if scale is None else scale)
+    if mask.bias is not None:
+        scores = scores + mask.bias  # (B, nh, Tq, Tk)
+    keep = causal_keep(q.shape[-2], k.shape[-2], q.device) if mask.is_causal else mask.keep
+    masked = scores if keep is None else scores.masked_fill(~keep, float("-inf"))
+    probs = dropout(masked.softmax(dim=-1), dropout_p, training=dropout_p > 0.0)
+    return torch.matmul(probs, v), scores  # (B, nh, Tq, hd), (B, nh, Tq, Tk)
 
 
 def attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                            is_causal: bool, p: float) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d) + mask) with dropout on the probabilities, then @ v.
-
-    What SDPA computes, written out for CPU training: there SDPA falls back to its math path as soon
-    as dropout_p > 0 and draws the mask with `bernoulli_`; this path is the same arithmetic with
-    lmforge's cheaper dropout mask (lmforge.nn.dropout)."""
-    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5)  # (B, nh, T, T)
-    if is_causal:
-        seq = q.shape[-2]
-        mask = torch.ones(seq, seq, dtype=torch.bool, device=q.device).tril()  # (T, T)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    probs = dropout(scores.softmax(dim=-1), p, training=True)
-    return torch.matmul(probs, v)  # (B, nh, T, hd)
+    """The written-out path with a plain SDPA-style (mask, is_causal) pair."""
+    return written_out_attention(q, k, v, AttnMask(keep=mask, is_causal=is_causal), p, None)[0]
 
 
-class SelfAttention(nn.Module):
-    """q, k and v come from one fused projection (one matmul instead of three)."""
+class Attention(nn.Module):
+    """Self-attention projects q, k, v with one fused Linear (one matmul instead of three); cross-attention
+    projects q from the decoder and a fused k, v from the encoder's states (`memory`).
 
-    def __init__(self, hidden_size: int, num_heads: int, dropout: float) -> None:
+    `layer` names the cache slot: it is passed at call time because ALBERT runs one block as many layers."""
+
+    def __init__(self, dim: int, num_heads: int, dropout_p: float, *, cross: bool = False,
+                 kv_dim: int | None = None, head_dim: int | None = None, bias: bool = True,
+                 scale: float | None = None) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.head_dim = hidden_size // num_heads
-        self.dropout = dropout
-        self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
-        self.out = nn.Linear(hidden_size, hidden_size)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
-        batch, seq, hidden = x.shape
-        qkv = self.qkv(x).view(batch, seq, 3, self.num_heads, self.head_dim)  # (B, T, 3, nh, hd)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hd)
-        p = self.dropout if self.training else 0.0
-        if p > 0.0 and x.device.type == "cpu":
-            y = attention_with_dropout(q, k, v, mask, is_causal, p)
+        self.head_dim = head_dim or dim // num_heads
+        inner = self.num_heads * self.head_dim
+        self.dropout = dropout_p
+        self.scale = scale
+        self.cross = cross
+        if cross:
+            self.q = nn.Linear(dim, inner, bias=bias)
+            self.kv = nn.Linear(kv_dim or dim, 2 * inner, bias=bias)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=p)
-        y = y.transpose(1, 2).reshape(batch, seq, hidden)  # (B, T, H)
-        return self.out(y)
+            self.qkv = nn.Linear(dim, 3 * inner, bias=bias)
+        self.out = nn.Linear(inner, dim, bias=bias)
+        self.out.residual_output = True  # init role (lmforge.nn.init): writes into the residual stream
+
+    def _heads(self, x: torch.Tensor, parts: int) -> tuple[torch.Tensor, ...]:
+        batch, seq, _ = x.shape
+        x = x.view(batch, seq, parts, self.num_heads, self.head_dim)  # (B, T, parts, nh, hd)
+        return x.permute(2, 0, 3, 1, 4).unbind(0)  # parts x (B, nh, T, hd)
+
+    def forward(self, x: torch.Tensor, mask: AttnMask = NO_MASK, *, memory: torch.Tensor | None = None,
+                cache: KVCache | None = None, layer: int = 0,
+                need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.cross:
+            (q,) = self._heads(self.q(x), 1)
+            project = lambda: self._heads(self.kv(memory), 2)  # noqa: E731
+            k, v = cache.cross(layer, project) if cache is not None else project()
+        else:
+            q, k, v = self._heads(self.qkv(x), 3)
+            if cache is not None:
+                k, v = cache.update(layer, k, v)
+        p = self.dropout if self.training else 0.0
+        y, scores = attend(q, k, v, mask, p, self.scale, need_weights)
+        batch, seq = x.shape[0], x.shape[1]
+        y = y.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim)  # (B, T, nh * hd)
+        return self.out(y), scores

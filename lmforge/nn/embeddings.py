@@ -37,15 +37,20 @@ class Embeddings(nn.Module):
         self.drop = Dropout(config.dropout)
         self.proj = nn.Linear(dim, config.hidden_size) if dim != config.hidden_size else None
 
-    def position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def position_ids(self, input_ids: torch.Tensor, past: int = 0) -> torch.Tensor:
         if self.position_offset:
             # RoBERTa: real tokens count up from pad_token_id + 1, padding keeps pad_token_id
             real = input_ids.ne(self.pad_token_id).long()
             return torch.cumsum(real, dim=1) * real + self.pad_token_id
-        return torch.arange(input_ids.shape[1], device=input_ids.device)[None, :]  # (1, T)
+        return torch.arange(past, past + input_ids.shape[1], device=input_ids.device)[None, :]  # (1, T)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.tok(input_ids) + self.pos(self.position_ids(input_ids))  # (B, T, E)
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, past: int = 0) -> torch.Tensor:
+        """`past`: positions already in a KV cache, so new tokens continue from there; explicit
+        `position_ids` (B, T) override both (generation from left-padded prompts)."""
+        if position_ids is None:
+            position_ids = self.position_ids(input_ids, past)
+        x = self.tok(input_ids) + self.pos(position_ids)  # (B, T, E)
         if self.seg is not None:
             if token_type_ids is None:
                 token_type_ids = torch.zeros_like(input_ids)

@@ -73,12 +73,12 @@ def shard(model: nn.Module) -> nn.Module:
     Blocks reused across layers (ALBERT sharing) stay in the root unit: a unit called several times
     per forward would be gathered and freed once per call for no memory gain."""
     fully_shard = _fully_shard()
-    for sub in model.modules():
-        layers = getattr(sub, "layers", None)
-        config = getattr(sub, "config", None)
-        if isinstance(layers, nn.ModuleList) and config is not None and config.num_blocks == config.num_layers:
-            for block in layers:
-                fully_shard(block)
+    done: set[int] = set()
+    for sub in model.modules():  # every backbone (ELECTRA has two) names its units: `shard_units()`
+        for unit in sub.shard_units() if callable(getattr(sub, "shard_units", None)) else ():
+            if id(unit) not in done:
+                done.add(id(unit))
+                fully_shard(unit)
     fully_shard(model)
     return model
 

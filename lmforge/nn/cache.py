@@ -1,0 +1,54 @@
+"""A key/value cache for incremental decoding, reorderable for beam search.
+
+Self-attention keys and values are written into buffers that grow by doubling (or are sized once
+with `capacity`), so a decoding step writes one position instead of concatenating the whole past.
+Cross-attention keys and values depend only on the encoder output: computed once, then reused.
+The stack that owns the cache calls `advance` once per forward, after every layer has written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+KV = tuple[torch.Tensor, torch.Tensor]
+
+
+class KVCache:
+    def __init__(self, capacity: int = 0) -> None:
+        self.capacity = capacity  # positions to allocate up front (0: grow as needed)
+        self.length = 0  # self-attention positions already stored
+        self._self: dict[int, KV] = {}
+        self._cross: dict[int, KV] = {}
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> KV:
+        """Store the new (B, nh, T, hd) keys/values of `layer`; return all of them, past included."""
+        end = self.length + k.shape[2]
+        buffers = self._self.get(layer)
+        if buffers is None or buffers[0].shape[2] < end:
+            old = 0 if buffers is None else buffers[0].shape[2]
+            size = max(end, self.capacity, 2 * old)
+            grown = tuple(t.new_empty(t.shape[0], t.shape[1], size, t.shape[3]) for t in (k, v))
+            if buffers is not None:
+                for new, past in zip(grown, buffers):
+                    new[:, :, : self.length] = past[:, :, : self.length]
+            buffers = self._self[layer] = grown  # type: ignore[assignment]
+        buffers[0][:, :, self.length:end] = k
+        buffers[1][:, :, self.length:end] = v
+        return buffers[0][:, :, :end], buffers[1][:, :, :end]  # (B, nh, past + T, hd) each
+
+    def cross(self, layer: int, compute: Callable[[], KV]) -> KV:
+        """Cross-attention keys/values of `layer`, computed on first use."""
+        if layer not in self._cross:
+            self._cross[layer] = compute()
+        return self._cross[layer]
+
+    def advance(self, positions: int) -> None:
+        self.length += positions
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Beam search: row i of every buffer becomes row index[i] (beams that survived)."""
+        for store in (self._self, self._cross):
+            for layer, (k, v) in store.items():
+                store[layer] = (k.index_select(0, index), v.index_select(0, index))
