@@ -22,6 +22,7 @@ COMMANDS = (
     "finetune",
     "evaluate",
     "predict",
+    "generate",
 )
 
 
