@@ -11,10 +11,17 @@ from lmforge.cli._task_args import add_task_arguments, bounded, saved_task
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("evaluate", help="evaluate a fine-tuned model on a labelled split")
+    p = subparsers.add_parser("evaluate", help="evaluate a fine-tuned model on a labelled split, or a language "
+                                               "model's perplexity on a text file (--task perplexity)")
     add_task_arguments(p, required=False)
-    p.add_argument("--model", required=True, help="run directory written by `lmforge finetune`")
-    p.add_argument("--data", required=True, help="task directory or file")
+    p.add_argument("--model", required=True, help="run directory written by `lmforge finetune`; with "
+                                                  "--task perplexity a pre-trained CLM/MLM (lmforge or HF)")
+    p.add_argument("--data", help="task directory or file (required unless --task perplexity)")
+    p.add_argument("--input", help="--task perplexity: UTF-8 text file to score")
+    p.add_argument("--stride", type=bounded(int, least=1),
+                   help="--task perplexity: tokens between window starts (default: half a window)")
+    p.add_argument("--max-tokens", type=bounded(int, least=2),
+                   help="--task perplexity: score only the first N tokens of --input")
     p.add_argument("--split", default="dev", help="dev (default), test, train, or a task split such as "
                                                   "dev_mismatched")
     p.add_argument("--out", help="where to write the metrics JSON (default RUN_DIR/eval_<task>_<split>.json)")
@@ -27,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if (args.task or "").lower() == "perplexity":
+        return run_perplexity(args)
+    if not args.data:
+        raise ValueError("--data is required (the labelled data to score)")
     from lmforge.finetune import evaluate_examples, load_finetuned, resolve_device, saved_split
     from lmforge.tasks.text import load_task_tokenizer
 
@@ -44,4 +55,24 @@ def run(args: argparse.Namespace) -> int:
     print(text)
     out = Path(args.out) if args.out else Path(args.model) / f"eval_{task.name}_{args.split}.json"
     out.write_text(text + "\n")
+    return 0
+
+
+def run_perplexity(args: argparse.Namespace) -> int:
+    """CLM perplexity over strided windows, or MLM pseudo-perplexity (lmforge/perplexity.py)."""
+    from lmforge.convert import load_pretrained
+    from lmforge.finetune import resolve_device
+    from lmforge.perplexity import PerplexityConfig, perplexity
+    from lmforge.tasks.text import load_task_tokenizer
+
+    if not args.input:
+        raise ValueError("--task perplexity needs --input FILE (the text to score)")
+    cfg = PerplexityConfig(max_length=args.max_length, stride=args.stride, batch_size=args.batch_size,
+                           max_tokens=args.max_tokens, progress=not args.no_progress)
+    result = perplexity(load_pretrained(args.model), load_task_tokenizer(args.model), args.input, cfg,
+                        resolve_device(args.device))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
     return 0
