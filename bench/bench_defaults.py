@@ -99,29 +99,41 @@ def fmt(value: float) -> str:
 
 
 def table(paths: list[Path]) -> str:
-    """One row per task type: its defaults, and each measured task of that type with score and time."""
-    measured: dict[str, list[dict]] = {}
-    for path in paths:
-        result = json.loads(path.read_text())
-        measured.setdefault(result["summary"]["task_type"], []).append(result)
-    rows = ["| task type | lr | batch | epochs | warmup | dev scored | measured on MiniLM (CLI defaults) "
-            "| finetune + evaluate wall time | selected (step, dev score) |",
+    """One row per task type and measured task: the type's defaults, then score and wall time."""
+    from lmforge.tasks import get_task
+
+    results = {json.loads(p.read_text())["task"]: json.loads(p.read_text()) for p in paths}
+    tasks_of: dict[str, list[str]] = {}
+    for name, run in RUNS.items():
+        tasks_of.setdefault(get_task(run.task).task_type, []).append(name)
+    rows = ["| task type | lr | batch | epochs | warmup | dev scored | task: reported score (CLI defaults, MiniLM) "
+            "| finetune + evaluate wall time | kept step of all (its dev score) |",
             "|---|---|---|---|---|---|---|---|---|"]
     for kind, recipe in RECIPES.items():
         head = (f"| {kind} | {recipe.lr:g} | {recipe.batch_size} | {recipe.epochs:g} | {recipe.warmup_ratio:g} "
                 f"| {recipe.evals_per_epoch}x/epoch, best kept |")
-        results = measured.get(kind) or [None]
-        for result in results:
-            if result is None:
+        for name in tasks_of.get(kind) or [None]:
+            result = results.get(name)
+            if name is None:
                 rows.append(head + " no data here | - | - |")
-                continue
-            s, e = result["summary"], result["evaluate"]
-            metric = s["main_metric"]
-            score = f"{result['task']}: {result['reported']} **{fmt(e[metric])}**"
-            wall = f"{result['finetune_wall_seconds']:.0f} s + {result['evaluate_wall_seconds']:.0f} s"
-            chosen = f"{s['selected']['step']} of {s['steps']}, {metric} {fmt(s['selected'][metric])}"
-            rows.append(f"{head} {score} | {wall} | {chosen} |")
+            elif result is None:
+                rows.append(head + f" {name}: not measured yet (`python bench/bench_defaults.py --task {name}`) "
+                                   "| - | - |")
+            else:
+                rows.append(head + row_cells(result))
     return "\n".join(rows)
+
+
+def row_cells(result: dict) -> str:
+    s, e = result["summary"], result["evaluate"]
+    metric = s["main_metric"]
+    score = f" {result['task']}: {result['reported']} **{fmt(e[metric])}**"
+    machine = result["machine"]
+    wall = (f"{result['finetune_wall_seconds']:.0f} s + {result['evaluate_wall_seconds']:.0f} s "
+            f"({machine['cpus']} cores, load {machine['load_average_before'][0]:.1f} before, "
+            f"{machine['load_average_after'][0]:.1f} after)")
+    chosen = f"{s['selected']['step']} of {s['steps']} ({metric} {fmt(s['selected'][metric])})"
+    return f"{score} | {wall} | {chosen} |"
 
 
 def main() -> int:

@@ -170,3 +170,15 @@ def test_numeric_arguments_are_range_checked(flag, value, message, capsys):
 def test_metrics_share_one_percent_scale():
     assert accuracy(["1", "0"], ["1", "1"])["accuracy"] == pytest.approx(50.0)
     assert pearson_spearman([1.0, 2.0, 3.0], [1.0, 2.0, 3.5])["spearman"] == pytest.approx(100.0)
+
+
+def test_readme_nsmc_example_runs_on_the_shared_file(tmp_path):
+    """The shared NSMC copy has only ratings_test.txt: the README's command splits it into train and dev."""
+    src = data_path("nsmc", "ratings_test.txt")
+    model = tiny_model_dir(tmp_path / "base", [line.split("\t")[1] for line in head_lines(src, 200, skip=1)])
+    run = tmp_path / "nsmc"
+    assert cli.main(["finetune", "--task", "nsmc", "--model", str(model), "--data", str(src), "--out", str(run),
+                     "--limit", "40", "--eval-limit", "30", "--epochs", "1", *QUICK]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["train_examples"] == 40 and summary["dev_examples"] == 30
+    assert "5000 examples (0.1) held out of" in summary["dev_source"] and "ratings_test.txt" in summary["dev_source"]
