@@ -13,7 +13,6 @@ classifiers, all sentence-pair classifiers, ...) gets the same values, data we h
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,10 +29,6 @@ class Recipe:
     warmup_ratio: float = 0.1
     evals_per_epoch: int = 1  # dev scored this many times an epoch and after the last step
     evidence: str = ""
-
-    def eval_every(self, steps_per_epoch: int) -> int:
-        """Steps between dev evaluations: an epoch cut into `evals_per_epoch` equal parts."""
-        return max(1, math.ceil(steps_per_epoch / self.evals_per_epoch))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

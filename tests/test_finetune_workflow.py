@@ -182,3 +182,17 @@ def test_readme_nsmc_example_runs_on_the_shared_file(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["train_examples"] == 40 and summary["dev_examples"] == 30
     assert "5000 examples (0.1) held out of" in summary["dev_source"] and "ratings_test.txt" in summary["dev_source"]
+
+
+def test_sst2_defaults_schedule_dev_as_the_measured_run():
+    """SST-2's 67,349 sentences at the classification recipe: dev every 842 steps (five times an epoch),
+    the schedule of the bench run the recipe was chosen by."""
+    from lmforge.finetune import FinetuneConfig, apply_recipe, eval_interval
+
+    cfg = apply_recipe(FinetuneConfig(task="sst2", model="m", data="d", out="o"), get_task("sst2"))
+    steps_per_epoch = -(-67349 // cfg.batch_size)
+    assert (cfg.lr, cfg.batch_size, cfg.epochs, cfg.warmup_ratio) == (5e-5, 16, 2.0, 0.1)
+    assert eval_interval(cfg, steps_per_epoch) == 842
+    explicit = apply_recipe(FinetuneConfig(task="sst2", model="m", data="d", out="o", lr=1e-4, eval_every=0),
+                            get_task("sst2"))
+    assert explicit.lr == 1e-4 and eval_interval(explicit, steps_per_epoch) == steps_per_epoch
