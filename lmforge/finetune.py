@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from lmforge import gpt_finetuning
 from lmforge.config import is_lmforge_dir
 from lmforge.finetune_defaults import recipe_for
 from lmforge.models import TaskModel, load_model, save_model
@@ -276,6 +277,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     model_dir = Path(cfg.model)
     tokenizer = load_task_tokenizer(model_dir)
     model = load_backbone_with_head(model_dir, task.head_spec(labels)).to(device)
+    model, tokenizer, task = gpt_finetuning.adapt(model, tokenizer, task, HEAD)  # decoders: GPT-1 §3.3
     if max_length > model.config.max_position_embeddings - model.config.position_offset:
         raise ValueError(f"--max-length {max_length} exceeds the model's positions")
     encoded = task.encode(train_examples, tokenizer, max_length, labels, train=True)
@@ -311,10 +313,11 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         for indices in length_grouped_batches(lengths, cfg.batch_size, rng):
             if step >= total_steps:
                 break
-            batch = _to_device(task.collate([features[i] for i in indices], pad), device)
+            batch = gpt_finetuning.with_lm_labels(model, _to_device(task.collate([features[i] for i in indices], pad),
+                                                                   device))
             set_lr(optimizer, cfg.lr, lr_factor(step / total_steps, cfg.warmup_ratio, "linear"))
             with _autocast(device, cfg.bf16):
-                loss = model(**batch, heads=(HEAD,)).loss
+                loss = model(**batch).loss  # the task head (+ GPT-1's auxiliary LM head)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss is {loss.item()} at step {step}; lower --lr")
             optimizer.zero_grad(set_to_none=True)
@@ -348,6 +351,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     if selected:
         model.load_state_dict(best_state)
     chosen = {"step": best_step, **(best_metrics or {})} if selected else final
+    gpt_finetuning.drop_aux_head(model)
     save_model(model.to("cpu"), out, tokenizer)
     (out / TASK_FILE).write_text(json.dumps({"task": cfg.task, "task_name": task.name, "max_length": max_length,
                                              "options": task.options.to_dict(), "holdout": splits.holdout},

@@ -38,11 +38,12 @@ def run(args: argparse.Namespace) -> int:
         return run_perplexity(args)
     if not args.data:
         raise ValueError("--data is required (the labelled data to score)")
+    from lmforge import gpt_finetuning
     from lmforge.finetune import evaluate_examples, load_finetuned, resolve_device, saved_split
     from lmforge.tasks.text import load_task_tokenizer
 
     model, saved = load_finetuned(args.model)
-    task = saved_task(args, saved)
+    task = gpt_finetuning.task_for(model, saved_task(args, saved))
     examples = saved_split(task, Path(args.data), args.split, saved)[: args.limit]
     device = resolve_device(args.device)
     tokenizer = load_task_tokenizer(args.model)

@@ -24,11 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lmforge import gpt_finetuning
     from lmforge.finetune import label_names_of, load_finetuned, predict_logits, resolve_device
     from lmforge.tasks.text import load_task_tokenizer, pad_id
 
     model, saved = load_finetuned(args.model)
-    task = saved_task(args, saved)
+    task = gpt_finetuning.task_for(model, saved_task(args, saved))
     examples = task.read_inputs(Path(args.input))
     device = resolve_device(args.device)
     tokenizer = load_task_tokenizer(args.model)

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from lmforge.config import is_lmforge_dir
+from lmforge.convert.generation import write_special_ids
 from lmforge.convert.hf_config import BASE_PREFIX, family_of, from_hf_config, to_hf_config
 from lmforge.convert.hf_io import read_hf_config, read_hf_weights, strip_prefix
 from lmforge.convert.keymaps import FAMILY_MAPS
@@ -103,6 +104,7 @@ def convert_to_hf(our_dir: str | Path, out_dir: str | Path) -> Path:
     _refuse_same(our_dir, out_dir)
     save_hf(model, out_dir)
     _copy_tokenizer(our_dir, out_dir, model.config.family, to_hf=True)
+    write_special_ids(out_dir, model.config.vocab_size, decoder=bool(model.config.causal))
     return out_dir
 
 
