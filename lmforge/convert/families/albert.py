@@ -41,7 +41,8 @@ def from_hf(src: HFSource) -> dict[str, Any]:
     fields = bert_like.fields_from_hf(src)
     src.reject(inner_group_num=(1,))
     hf = src.hf
-    return {**fields, "embedding_size": hf.get("embedding_size", 128), "num_layer_groups": hf.get("num_hidden_groups", 1),
+    return {**fields, "embedding_size": hf.get("embedding_size", 128),
+            "num_layer_groups": hf.get("num_hidden_groups", 1),
             "classifier_dropout": float(hf.get("classifier_dropout_prob", 0.1)),
             **bert_like.pooler_fields(src, "pooler.weight", first_token_fallback=True)}
 

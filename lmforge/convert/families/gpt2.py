@@ -11,8 +11,9 @@ from lmforge.convert.families.heads import ENCODER_TASKS
 from lmforge.convert.rules import KeyMap, params, rename
 
 RULES = KeyMap(
-    backbone=(rename("wte.weight", "backbone.embeddings.tok.weight") + rename("wpe.weight", "backbone.embeddings.pos.weight")
-              + gpt_like.LAYERS + params("ln_f", "backbone.norm_f")),
+    backbone=(rename("wte.weight", "backbone.embeddings.tok.weight")
+              + rename("wpe.weight", "backbone.embeddings.pos.weight") + gpt_like.LAYERS
+              + params("ln_f", "backbone.norm_f")),
     heads=gpt_like.HEADS,
 )
 
