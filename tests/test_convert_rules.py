@@ -9,6 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lmforge.config import FAMILIES, ModelConfig
+from lmforge.convert import ADAPTERS
+from lmforge.convert.families import adapter_of
 from lmforge.convert.mapping import ConversionError, compile_map, hf_to_ours, ours_to_hf
 from lmforge.convert.rules import KeyMap, Rule, drop, fused, params, rename
 from lmforge.convert.transforms import TRANSPOSE, Fuse, SplitHeads
@@ -214,3 +217,17 @@ def test_malformed_rules_fail_at_definition(make, message):
 def test_unknown_range_is_named():
     with pytest.raises(ConversionError, match=r"names layer ranges \['layer'\]; this model has \['dec', 'enc'\]"):
         compile_map(KeyMap(backbone=rename("h.{layer}.w", "l.{layer}.w")), RANGES, {})
+
+
+def test_every_family_has_a_consistent_adapter():
+    """Each lmforge family exports through one adapter; every head kind an architecture carries
+    has rules, and every head style names a kind the family has."""
+    assert sorted(a.family for a in ADAPTERS.values()) == sorted(FAMILIES)
+    for family in FAMILIES:
+        adapter = adapter_of(family)
+        config = ModelConfig.from_name(adapter.preset)
+        rules = adapter.key_map(config)
+        kinds = {k for arch_kinds in adapter.architectures.values() for k in arch_kinds}
+        assert kinds <= set(rules.heads), family
+        assert set(adapter.head_styles) <= kinds, family
+        assert set(adapter.architectures).isdisjoint(adapter.unsupported), family
