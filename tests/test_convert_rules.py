@@ -142,6 +142,8 @@ def test_layer_zero_only_rule():
         load(state)
     last = Rule(("block.{enc}.x",), "x", at={"enc": -1})
     assert [e.hf for e in compile_map(KeyMap(backbone=(last,)), RANGES, {}).entries] == [("block.1.x",)]
+    beyond = Rule(("block.{enc}.x",), "x", at={"enc": 5})
+    assert compile_map(KeyMap(backbone=(beyond,)), RANGES, {}).entries == []
 
 
 def test_missing_misshapen_and_partial_fuse_are_named():

@@ -55,9 +55,9 @@ def _indices(rule: Rule, ranges: Mapping[str, int]) -> list[dict[str, int]]:
     choices = []
     for name in names:
         count = ranges[name]
-        if name in rule.at:
-            index = rule.at[name] % count if count else 0
-            choices.append([index] if index < count else [])
+        if name in rule.at:  # negative counts from the end; a model without that layer has no tensor
+            index = rule.at[name] + count if rule.at[name] < 0 else rule.at[name]
+            choices.append([index] if 0 <= index < count else [])
         else:
             choices.append(list(range(count)))
     return [dict(zip(names, combo)) for combo in itertools.product(*choices)]
