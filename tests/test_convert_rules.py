@@ -142,6 +142,8 @@ def test_layer_zero_only_rule():
         load(state)
     last = Rule(("block.{enc}.x",), "x", at={"enc": -1})
     assert [e.hf for e in compile_map(KeyMap(backbone=(last,)), RANGES, {}).entries] == [("block.1.x",)]
+    in_layer = Rule(("block.{enc}.rel",), "layers.{enc}.rel", at={"enc": 0})  # ours may keep the index
+    assert [e.ours for e in compile_map(KeyMap(backbone=(in_layer,)), RANGES, {}).entries] == ["layers.0.rel"]
     beyond = Rule(("block.{enc}.x",), "x", at={"enc": 5})
     assert compile_map(KeyMap(backbone=(beyond,)), RANGES, {}).entries == []
 
@@ -205,6 +207,7 @@ def test_export_errors_name_the_tensor():
 
 @pytest.mark.parametrize("make,message", [
     (lambda: Rule(("a.{enc}",), "b"), "same free layer ranges"),
+    (lambda: Rule(("a.{enc}",), "b.{enc}.{dec}"), "same free layer ranges"),
     (lambda: Rule(("a.{enc}", "b.{dec}"), "c.{enc}", Fuse()), "same layer ranges"),
     (lambda: Rule(("a",), "b", Fuse()), "takes several"),
     (lambda: Rule(("a", "b"), "c"), "takes one"),

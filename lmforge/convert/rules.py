@@ -53,7 +53,8 @@ class Rule:
         if set(self.at) - hf_ranges[0]:
             raise ValueError(f"rule {self.hf}: `at` names ranges {sorted(set(self.at) - hf_ranges[0])} "
                              "its templates do not have")
-        if self.ours is not None and placeholders(self.ours) - {HEAD} != free:
+        ours = placeholders(self.ours) - {HEAD} if self.ours is not None else free
+        if not free <= ours <= hf_ranges[0]:  # a range pinned by `at` may appear in ours or not
             raise ValueError(f"rule {self.hf} -> {self.ours}: both sides must name the same free layer ranges")
 
     @property
