@@ -35,6 +35,9 @@ def placeholders(template: str) -> set[str]:
 
 @dataclass(frozen=True)
 class Rule:
+    """HF template(s) -> our template through `transform` (several HF templates only for a fuse);
+    `ours=None` drops; `optional` and `at` as in the module docstring."""
+
     hf: tuple[str, ...]
     ours: str | None
     transform: Transform = IDENTITY
