@@ -59,8 +59,8 @@ def main() -> int:
     ours.to(device)
     print(f"{args.preset} greedy, prompt {args.prompt} tokens, {args.new} new tokens, {torch.get_num_threads()} "
           f"threads, device {device}; new tokens/s (best of {args.repeat})")
-    print(f"| batch | cache | transformers | lmforge | ratio | same tokens |")
-    print(f"|---|---|---|---|---|---|")
+    print("| batch | cache | transformers | lmforge | ratio | same tokens |")
+    print("|---|---|---|---|---|---|")
     for batch in [int(b) for b in args.batches.split(",")]:
         gen = torch.Generator().manual_seed(batch)
         ids = torch.randint(1, cfg.vocab_size, (batch, args.prompt), generator=gen).to(device)
@@ -68,14 +68,14 @@ def main() -> int:
         for cache in (True, False) if not args.no_uncached else (True,):
             config = GenerationConfig(max_new_tokens=args.new, use_cache=cache)
 
-            def run_hf():
+            def run_hf(ids=ids, mask=mask, cache=cache):
                 with torch.no_grad():
                     out = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=args.new,
                                       min_new_tokens=args.new, do_sample=False, use_cache=cache,
                                       eos_token_id=None, pad_token_id=0)
                 return out[:, args.prompt:].tolist()
 
-            def run_ours():
+            def run_ours(ids=ids, mask=mask, config=config):
                 return generate(ours, ids, mask, config).tokens
 
             run_hf(), run_ours()  # warm-up (allocator, kernels)

@@ -163,8 +163,8 @@ def test_bad_requests_are_refused(tmp_path):
 # ------------------------------------------------------------------------------------- the CLI
 def gpt2_model_dir(tmp_path, shared_data):
     """A tiny random GPT-2 with a byte-level BPE tokenizer trained on tiny Shakespeare."""
-    from lmforge.models import TaskModel, save_model
     from lmforge.config import ModelConfig
+    from lmforge.models import TaskModel, save_model
     from lmforge.tokenizers import special_tokens, train_tokenizer
 
     corpus = shared_data("tinyshakespeare", "input.txt")

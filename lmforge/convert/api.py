@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 
 from lmforge.config import is_lmforge_dir
+from lmforge.convert.families import adapter_for, adapter_of
 from lmforge.convert.generation import write_special_ids
-from lmforge.convert.hf_config import BASE_PREFIX, family_of, from_hf_config, to_hf_config
+from lmforge.convert.hf_config import from_hf_config, to_hf_config
 from lmforge.convert.hf_io import read_hf_config, read_hf_weights, strip_prefix
-from lmforge.convert.keymaps import FAMILY_MAPS
-from lmforge.convert.mapping import compile_map, hf_to_ours, ours_to_hf
+from lmforge.convert.mapping import CompiledMap, compile_map, hf_to_ours, ours_to_hf
 from lmforge.models.task_model import TaskModel, load_model, load_state, save_model
 from lmforge.weights import save_weights
 
@@ -24,25 +25,30 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 
 def load_hf(hf_dir: str | Path) -> TaskModel:
-    """A HuggingFace checkpoint of one of the seven families, as a TaskModel with the heads its
-    `architectures` names (BertForPreTraining -> {"mlm", "nsp"}, ...)."""
+    """A HuggingFace checkpoint of one of the families in `convert.families`, as a TaskModel with
+    the heads its `architectures` names (BertForPreTraining -> {"mlm", "nsp"}, ...)."""
     hf_dir = Path(hf_dir)
     hf_config = read_hf_config(hf_dir)
     where = str(hf_dir / "config.json")
-    family = family_of(hf_config, where)
+    adapter = adapter_for(hf_config, where)
     raw, path = read_hf_weights(hf_dir)
-    state, _ = strip_prefix(raw, BASE_PREFIX[family], str(path))
+    state, _ = strip_prefix(raw, adapter.base_prefix, str(path))
     info = from_hf_config(hf_config, where, state_keys=set(state))
     model = TaskModel(info.config, info.heads, init=False)
-    kinds = {name: spec["kind"] for name, spec in info.heads.items()}
-    cmap = compile_map(FAMILY_MAPS[family], len(model.backbone.layers), kinds)
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    ours, dropped = hf_to_ours(state, cmap, expected, _tie_partners(model), str(path))
+    ours, dropped = hf_to_ours(state, _compiled(model, expected), expected, _tie_partners(model), str(path))
     if dropped:
         log.warning("%s: %d tensors of heads that %s does not use were dropped: %s",
                     path, len(dropped), info.architecture, ", ".join(dropped))
     load_state(model, ours, str(path))
     return model
+
+
+def _compiled(model: TaskModel, params: Collection[str]) -> CompiledMap:
+    """The model's family key map, expanded for its layer ranges and heads."""
+    adapter = adapter_of(model.config.family)
+    kinds = {name: spec["kind"] for name, spec in model.head_specs().items()}
+    return compile_map(adapter.key_map(model.config), adapter.ranges(model.config), kinds, params)
 
 
 def _tie_partners(model: TaskModel) -> dict[str, str]:
@@ -63,15 +69,14 @@ def save_hf(model: TaskModel, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     specs = model.head_specs()
     hf_config = to_hf_config(model.config, specs)
-    cmap = compile_map(FAMILY_MAPS[model.config.family], len(model.backbone.layers),
-                       {name: spec["kind"] for name, spec in specs.items()})
+    full = model.state_dict()
+    cmap = _compiled(model, full.keys())
     tied = model.tied_keys()
-    state = {k: v.detach() for k, v in model.state_dict().items() if k not in tied}
+    state = {k: v.detach() for k, v in full.items() if k not in tied}
     hf_state = ours_to_hf(state, cmap, f"{model.config.family} model")
     if specs:  # head models keep the backbone under the base-model prefix
-        backbone = {hf for hf, t in cmap.renames.items() if t.startswith("backbone.")}
-        backbone |= {p for parts in cmap.fused.values() for p in parts}
-        prefix = BASE_PREFIX[model.config.family] + "."
+        backbone = cmap.backbone_names()
+        prefix = adapter_of(model.config.family).base_prefix + "."
         hf_state = {(prefix + k if k in backbone else k): v for k, v in hf_state.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     save_weights(hf_state, out_dir / "model.safetensors", metadata={"format": "pt"})
