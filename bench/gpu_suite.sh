@@ -7,7 +7,9 @@
 # row only; every line printed also goes to LOG, and the table at the end is bench/gpu_table.py's.
 #
 #   bash bench/gpu_suite.sh LOG                         # from anywhere; sets PYTHONPATH to this checkout
-#   SUITE_SMOKE=1 bash bench/gpu_suite.sh /tmp/log      # the same script on CPU with tiny models
+#   SUITE_SMOKE=1 SUITE_BUDGET=1500 bash bench/gpu_suite.sh /tmp/log   # the same script on CPU, tiny models
+# On the lent GPU machine (the device tool's run, from the repository root, wheels in .whl/):
+#   command "bash bench/gpu_suite.sh $OUT/gpu_suite.log", carry [".whl"], timeout_s 420
 # Environment: PYTHON (default python3), SUITE_BUDGET (seconds for all parts, default 300),
 # SUITE_SMOKE=1 (CPU, bert-tiny / gpt2-mini, 2 timed steps, 4x longer part timeouts: give it
 # SUITE_BUDGET=1500). Missing Python packages (omegaconf on

@@ -46,7 +46,7 @@ def render(table: dict[tuple[str, ...], dict[str, dict[str, str]]]) -> str:
             ratio = f"**{float(ours['tok_s']) / float(hf['tok_s']):.2f}x**"
         except (KeyError, ValueError):
             ratio = "-"
-        memory = f"{hf.get('memory', '-') or '-'} / {ours.get('memory', '-') or '-'}"
+        memory = f"{hf.get('memory') or '-'} / {ours.get('memory') or '-'}"
         out.append(f"| {preset} {objective.upper()} seq {seq} batch {batch} {dtype} {mode} | {cell(hf, True)} | "
                    f"{cell(ours, False)} | {ratio} | {memory} |")
     return "\n".join(out)
