@@ -60,6 +60,7 @@ class FinetuneConfig:
     device: str = "auto"
     bf16: bool | None = None  # None -> on CUDA only
     progress: bool = True
+    overwrite: bool = False  # replace an earlier fine-tuning run in `out`
     options: TaskOptions = field(default_factory=TaskOptions)
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,6 +92,21 @@ class Splits:
     dev: list[Any] | None
     dev_source: str  # where dev came from, for the summary
     holdout: dict[str, Any] | None = None  # how dev was cut out of the training file (for evaluate)
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """A run never lands on another silently: a non-empty --out is refused unless --overwrite, and
+    --overwrite replaces only an earlier fine-tuning run (its stale eval_*.json go with it)."""
+    if not out.is_dir() or not any(out.iterdir()):
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"{out}: exists and is not a directory; choose another --out")
+        return
+    if not overwrite:
+        raise ValueError(f"{out}: not empty; --overwrite replaces the fine-tuning run there, or choose another --out")
+    if not (out / TASK_FILE).is_file():
+        raise ValueError(f"{out}: not empty and not a fine-tuning run (no {TASK_FILE}); --overwrite refuses to replace it")
+    for stale in out.glob("eval_*.json"):
+        stale.unlink()
 
 
 def read_splits(task: Task, cfg: FinetuneConfig) -> Splits:
@@ -269,6 +285,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     cfg = apply_recipe(cfg, task)
     max_length = cfg.max_length or default_max_length(cfg.task)
     out = Path(cfg.out)
+    check_out_dir(out, cfg.overwrite)
 
     splits = read_splits(task, cfg)
     train_examples, dev_examples = splits.train, splits.dev
