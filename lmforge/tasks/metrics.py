@@ -14,7 +14,6 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-
 PERCENT = 100.0
 
 
