@@ -89,6 +89,8 @@ def measure(name: str, limit: int | None) -> dict:
             "evaluate": json.loads(eval_text), "finetune_wall_seconds": train_wall,
             "evaluate_wall_seconds": eval_wall, "history": history,
             "commands": [" ".join(("lmforge", *finetune_args)), " ".join(("lmforge", *evaluate_args))],
+            "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                                     text=True).stdout.strip(),
             "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                         "load_average_before": load_before, "load_average_after": os.getloadavg()},
             "limit": limit}

@@ -21,17 +21,17 @@ from tqdm.auto import tqdm
 
 from lmforge import gpt_finetuning
 from lmforge.config import is_lmforge_dir
+from lmforge.finetune_data import TASK_FILE, check_out_dir, read_splits
 from lmforge.finetune_defaults import recipe_for
 from lmforge.models import TaskModel, load_model, save_model
 from lmforge.models.task_model import load_state
 from lmforge.nn.init import init_weights
 from lmforge.tasks import Encoded, Task, TaskOptions, default_max_length, get_task
-from lmforge.tasks.base import feature_length, split_holdout
+from lmforge.tasks.base import feature_length
 from lmforge.tasks.text import load_task_tokenizer, pad_id
 from lmforge.train.optim import build_optimizer, lr_factor, set_lr
 
 HEAD = "task"  # the name of the task head in a fine-tuned model's config.json
-TASK_FILE = "task.json"
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -61,6 +61,7 @@ class FinetuneConfig:
     device: str = "auto"
     bf16: bool | None = None  # None -> on CUDA only
     progress: bool = True
+    overwrite: bool = False  # replace an earlier fine-tuning run in `out`
     options: TaskOptions = field(default_factory=TaskOptions)
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,34 +85,6 @@ def eval_interval(cfg: FinetuneConfig, steps_per_epoch: int) -> int:
     if cfg.eval_every == 0:
         return steps_per_epoch
     return max(1, math.ceil(steps_per_epoch / (cfg.evals_per_epoch or 1)))
-
-
-@dataclass
-class Splits:
-    train: list[Any]
-    dev: list[Any] | None
-    dev_source: str  # where dev came from, for the summary
-    holdout: dict[str, Any] | None = None  # how dev was cut out of the training file (for evaluate)
-
-
-def read_splits(task: Task, cfg: FinetuneConfig) -> Splits:
-    """Train and dev examples. One file given for both is split (seeded, cfg.dev_fraction) so that
-    training data is never scored as dev; with --dev-fraction 0 there is no dev at all."""
-    data = Path(cfg.data)
-    train = task.read(data, "train")
-    if task.same_examples(data, "train", "dev"):
-        path = task.path_of(data, "train")
-        if cfg.dev_fraction == 0:
-            return Splits(train[: cfg.limit], None, f"none ({path} is the only file and --dev-fraction is 0)")
-        train, dev = split_holdout(task, train, cfg.dev_fraction, cfg.seed)
-        holdout = {"file": str(path.resolve()), "fraction": cfg.dev_fraction, "seed": cfg.seed}
-        return Splits(train[: cfg.limit], dev[: cfg.eval_limit],
-                      f"{len(dev)} examples ({cfg.dev_fraction:g}) held out of {path}, seed {cfg.seed}", holdout)
-    try:
-        dev = task.read(data, "dev")[: cfg.eval_limit]
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"{err}; give --dev-file, or one --data file to split") from None
-    return Splits(train[: cfg.limit], dev, str(task.path_of(data, "dev")))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -156,24 +129,6 @@ def load_finetuned(run_dir: str | Path) -> tuple[TaskModel, dict[str, Any]]:
     if HEAD not in model.heads:
         raise ValueError(f"{run_dir}: the model has no {HEAD!r} head (heads: {list(model.heads)})")
     return model, json.loads(task_path.read_text())
-
-
-def saved_split(task: Task, data: Path, split: str, saved: dict[str, Any]) -> list[Any]:
-    """Labelled examples of `split` as the run saw them: when fine-tuning held dev out of this very file,
-    'dev' and 'train' are the two sides of that same seeded split. Unlabelled data is refused."""
-    examples = task.read(data, split)
-    holdout = saved.get("holdout")
-    if holdout and split in ("train", "dev") and str(task.path_of(data, split).resolve()) == holdout["file"]:
-        train, dev = split_holdout(task, examples, holdout["fraction"], holdout["seed"])
-        examples = dev if split == "dev" else train
-    missing = [e for e in examples if not task.is_labelled(e)]
-    if missing:
-        first = missing[0]
-        where = getattr(first, "source", str(data))
-        line = f":{first.line}" if getattr(first, "line", None) else ""
-        raise ValueError(f"{where}{line}: split {split!r} has no labels ({len(missing)} of {len(examples)} "
-                         "examples unlabelled); `lmforge predict` predicts unlabelled data")
-    return examples
 
 
 def label_names_of(model: TaskModel) -> list[str] | None:
@@ -270,6 +225,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     cfg = apply_recipe(cfg, task)
     max_length = cfg.max_length or default_max_length(cfg.task)
     out = Path(cfg.out)
+    check_out_dir(out, cfg.overwrite)
 
     splits = read_splits(task, cfg)
     train_examples, dev_examples = splits.train, splits.dev

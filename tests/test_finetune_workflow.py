@@ -196,3 +196,23 @@ def test_sst2_defaults_schedule_dev_as_the_measured_run():
     explicit = apply_recipe(FinetuneConfig(task="sst2", model="m", data="d", out="o", lr=1e-4, eval_every=0),
                             get_task("sst2"))
     assert explicit.lr == 1e-4 and eval_interval(explicit, steps_per_epoch) == steps_per_epoch
+
+
+def test_a_run_directory_is_never_clobbered_silently(sst2_run, tmp_path, capsys):
+    data, model, run = sst2_run
+    args = ["finetune", "--task", "sst2", "--model", str(model), "--data", str(data), "--epochs", "1", *QUICK]
+    before = (run / "summary.json").read_text()
+    capsys.readouterr()
+    assert cli.main([*args, "--out", str(run)]) == 2
+    assert "not empty; --overwrite replaces" in capsys.readouterr().err
+    assert (run / "summary.json").read_text() == before
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "mine.txt").write_text("keep")
+    assert cli.main([*args, "--out", str(other), "--overwrite"]) == 2
+    assert "not a fine-tuning run" in capsys.readouterr().err and (other / "mine.txt").read_text() == "keep"
+    again = tmp_path / "again"
+    assert cli.main([*args, "--out", str(again)]) == 0
+    (again / "eval_sst2_dev.json").write_text("{}")
+    assert cli.main([*args, "--out", str(again), "--overwrite", "--lr", "1e-4"]) == 0
+    assert json.loads((again / "args.json").read_text())["lr"] == 1e-4 and not (again / "eval_sst2_dev.json").exists()

@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.data:
         raise ValueError("--data is required (the labelled data to score)")
     from lmforge import gpt_finetuning
-    from lmforge.finetune import evaluate_examples, load_finetuned, resolve_device, saved_split
+    from lmforge.finetune import evaluate_examples, load_finetuned, resolve_device
+    from lmforge.finetune_data import saved_split
     from lmforge.tasks.text import load_task_tokenizer
 
     model, saved = load_finetuned(args.model)

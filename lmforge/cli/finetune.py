@@ -47,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bfloat16 autocast (default: on CUDA)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier fine-tuning run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -61,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, eval_every=args.eval_every, evals_per_epoch=args.evals_per_epoch,
         select_best=args.select_best, dev_fraction=args.dev_fraction,
         eval_batch_size=args.eval_batch_size, limit=args.limit, eval_limit=args.eval_limit,
-        device=args.device, bf16=args.bf16, progress=not args.no_progress, options=task_options(args),
+        device=args.device, bf16=args.bf16, progress=not args.no_progress, overwrite=args.overwrite,
+        options=task_options(args),
     )
     summary = finetune(cfg)
     print(json.dumps(summary, indent=2))
