@@ -80,15 +80,30 @@ class Objective(Protocol):
         """The module the loop calls (`module(**batch).loss`) and the models saved from it, by sub-dir."""
 
 
+@dataclass(frozen=True)
+class BaseObjective:
+    """Defaults for the protocol: one model (a backbone with `heads`) saved as the run's model, and
+    batches padded to the longest example."""
+
+    kind: ClassVar[str]
+    Settings: ClassVar[type] = NoSettings
+    reads_pooler: ClassVar[bool] = False
+    heads: ClassVar[dict[str, dict[str, Any]]] = {}  # TaskModel head specs, by output name
+    fill: ClassVar[dict[str, int]] = {"token_type_ids": 0}  # padding values; labels pad with IGNORE
+    max_seq_len: int
+    settings: Any = NoSettings()
+
+    def collate(self, examples: list[dict[str, Any]], special: SpecialTokens) -> dict[str, torch.Tensor]:
+        return pad_batch(examples, special, self.fill)
+
+    def build_model(self, model: ModelConfig, run: PretrainConfig) -> tuple[nn.Module, dict[str, TaskModel]]:
+        task_model = TaskModel(model, self.heads)
+        return task_model, {"": task_model}
+
+
 def settings_from(settings: type, config: Any) -> Any:
     """Build a Settings dataclass from the same-named fields of the flat `objective:` block."""
     return settings(**{f.name: getattr(config, f.name) for f in dataclasses.fields(settings)})
-
-
-def single_model(model: ModelConfig, heads: dict[str, dict[str, Any]]) -> tuple[nn.Module, dict[str, TaskModel]]:
-    """A backbone with the objective's heads: the loop trains it and it is saved as the run's model."""
-    task_model = TaskModel(model, heads)
-    return task_model, {"": task_model}
 
 
 # ------------------------------------------------------------------------------------ checks

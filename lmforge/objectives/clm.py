@@ -4,22 +4,18 @@ position predicts the next token."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
-from torch import nn
 
 from lmforge.config import ModelConfig
-from lmforge.models import TaskModel
-from lmforge.objectives.base import ExampleRandom, NoSettings, pad_batch, require_positions, single_model
+from lmforge.objectives.base import BaseObjective, ExampleRandom, document_end, require_positions
 from lmforge.objectives.packing import clm_block_count
 
 if TYPE_CHECKING:
     from lmforge.data.pretraining import Corpus
     from lmforge.tokenizers import SpecialTokens
-    from lmforge.train.config import PretrainConfig
 
 
 @dataclass(frozen=True)
@@ -36,16 +32,12 @@ class Blocks:
 
 
 @dataclass(frozen=True)
-class CausalLM:
+class CausalLM(BaseObjective):
     kind: ClassVar[str] = "clm"
-    Settings: ClassVar[type] = NoSettings
-    reads_pooler: ClassVar[bool] = False
     heads: ClassVar[dict[str, dict[str, Any]]] = {"lm": {"kind": "clm"}}
-    max_seq_len: int
-    settings: NoSettings = field(default_factory=NoSettings)
 
     def check_data(self, special: SpecialTokens) -> None:
-        if special.eos is None and special.sep is None:
+        if document_end(special) is None:
             raise ValueError(f"objective {self.kind!r} needs special tokens ['eos (or sep)'] that the tokenizer lacks")
 
     def check_model(self, model: ModelConfig) -> None:
@@ -74,9 +66,3 @@ class CausalLM:
             d += 1
         ids = np.concatenate(parts).astype(np.int64)
         return {"input_ids": ids, "lm_labels": ids.copy()}
-
-    def collate(self, examples: list[dict[str, Any]], special: SpecialTokens) -> dict[str, torch.Tensor]:
-        return pad_batch(examples, special, {})
-
-    def build_model(self, model: ModelConfig, run: PretrainConfig) -> tuple[nn.Module, dict[str, TaskModel]]:
-        return single_model(model, self.heads)

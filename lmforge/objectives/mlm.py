@@ -10,17 +10,13 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
-from torch import nn
 
 from lmforge.config import ModelConfig
-from lmforge.models import TaskModel
 from lmforge.objectives.base import (
     DYNAMIC,
     STATIC,
+    BaseObjective,
     ExampleRandom,
-    pad_batch,
-    single_model,
     require_encoder,
     require_positions,
     require_special,
@@ -31,7 +27,6 @@ from lmforge.objectives.packing import full_sentence_units, pack_full_sentences
 if TYPE_CHECKING:
     from lmforge.data.pretraining import Corpus
     from lmforge.tokenizers import SpecialTokens
-    from lmforge.train.config import PretrainConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,13 +59,11 @@ class FullSentences:
 
 
 @dataclass(frozen=True)
-class MaskedLM:
+class MaskedLM(BaseObjective):
     kind: ClassVar[str] = "mlm"
     Settings: ClassVar[type] = MaskingSettings
-    reads_pooler: ClassVar[bool] = False
     heads: ClassVar[dict[str, dict[str, Any]]] = {"mlm": {"kind": "mlm"}}
     special_needed: ClassVar[tuple[str, ...]] = ("cls", "sep", "mask")
-    max_seq_len: int
     settings: MaskingSettings = field(default_factory=MaskingSettings)
 
     @cached_property
@@ -101,12 +94,6 @@ class MaskedLM:
         inputs, labels = mask_tokens(ids, word_start, special, rng, self.spec, corpus.special.mask,
                                      corpus.ordinary_ids)
         return {"input_ids": inputs, "mlm_labels": labels}
-
-    def collate(self, examples: list[dict[str, Any]], special: SpecialTokens) -> dict[str, torch.Tensor]:
-        return pad_batch(examples, special, {"token_type_ids": 0})
-
-    def build_model(self, model: ModelConfig, run: PretrainConfig) -> tuple[nn.Module, dict[str, TaskModel]]:
-        return single_model(model, self.heads)
 
 
 def full_sentences(corpus: Corpus, layout: FullSentences, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
