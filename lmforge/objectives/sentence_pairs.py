@@ -5,7 +5,7 @@ for [CLS] A [SEP] and 1 for B [SEP] (BERT §3); the pairs are chosen when the da
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -39,6 +39,7 @@ class NextSentence(MaskedLM):
     reads_pooler: ClassVar[bool] = True
     pair: ClassVar[str] = "nsp"  # build_pairs kind, head kind and label prefix
     heads: ClassVar[dict[str, dict[str, Any]]] = {"mlm": {"kind": "mlm"}, "nsp": {"kind": "nsp"}}
+    settings: PairSettings = field(default_factory=PairSettings)
 
     def check_model(self, model: ModelConfig) -> None:
         super().check_model(model)
@@ -46,9 +47,9 @@ class NextSentence(MaskedLM):
             raise ValueError(f"objective {self.kind} uses two segments; model type_vocab_size is {model.type_vocab_size}")
 
     def layout(self, corpus: Corpus, rng: np.random.Generator) -> PairInstances:
-        settings: Any = self.settings
         return build_pairs(corpus.document_sentences(), self.max_seq_len, rng, kind=self.pair,
-                           short_seq_prob=settings.short_seq_prob, next_sentence_prob=settings.next_sentence_prob)
+                           short_seq_prob=self.settings.short_seq_prob,
+                           next_sentence_prob=self.settings.next_sentence_prob)
 
     def example(self, corpus: Corpus, layout: PairInstances, index: int, rngs: ExampleRandom) -> dict[str, Any]:
         ids, ws, special, types = self.segments(corpus, layout, index, rngs)
