@@ -136,12 +136,12 @@ def test_whole_word_masking_masks_complete_words(prepared):
     shard = _shards(out)[0]
     partial = checked = 0
     for index in range(len(ds)):
-        u0, u1 = ds._examples[index], ds._examples[index + 1]
+        u0, u1 = ds.layout.examples[index], ds.layout.examples[index + 1]
         ex = ds[index]
         selected = ex["mlm_labels"] != IGNORE
         # the example's text tokens, without [CLS]/[SEP], with their word starts from the shard
         is_text = np.isin(np.arange(len(selected)), np.flatnonzero(_text_positions(ds, ex)))
-        lo, hi = int(ds._unit_lo[u0]), int(ds._unit_hi[u1 - 1])
+        lo, hi = int(ds.layout.unit_lo[u0]), int(ds.layout.unit_hi[u1 - 1])
         starts = shard.word_start(lo, hi)
         sel = selected[is_text]
         assert len(sel) == hi - lo
@@ -208,11 +208,11 @@ def test_nsp_labels_balanced_and_actual_next_follows(prepared):
     # a chunk of a single sentence always gets a random B (reference behaviour), so the balance is
     # ~50% only when several sentences fit in a sequence, (WikiText-2 with WordPiece: 0.56 random at 128 tokens, 0.52 at 256)
     ds = PretrainingDataset(out, ObjectiveConfig(kind="mlm_nsp", max_seq_len=256))
-    p = ds.pairs
+    p = ds.layout
     assert abs(p.label.mean() - 0.5) < 0.1
 
     def doc_of(tok_pos):
-        return ds._sent_doc[np.searchsorted(ds._sent_lo, tok_pos, side="right") - 1]
+        return ds.corpus.sent_doc[np.searchsorted(ds.corpus.sent_lo, tok_pos, side="right") - 1]
 
     real = p.label == 0
     assert (p.b_start[real] == p.a_end[real]).all()  # B starts where A ends in the source
@@ -223,8 +223,8 @@ def test_nsp_labels_balanced_and_actual_next_follows(prepared):
     for i in np.flatnonzero(real)[:30]:
         ex = ds[i]
         original = np.where(ex["mlm_labels"] != IGNORE, ex["mlm_labels"], ex["input_ids"])
-        a, _ = ds._read(int(p.a_start[i]), int(p.a_end[i]))
-        b, _ = ds._read(int(p.b_start[i]), int(p.b_end[i]))
+        a, _ = ds.corpus.read(int(p.a_start[i]), int(p.a_end[i]))
+        b, _ = ds.corpus.read(int(p.b_start[i]), int(p.b_end[i]))
         if len(a) + len(b) <= 253:
             expect = np.concatenate([[ds.special.cls], a, [ds.special.sep], b, [ds.special.sep]])
             assert np.array_equal(original, expect)
@@ -235,7 +235,7 @@ def test_nsp_labels_balanced_and_actual_next_follows(prepared):
 def test_sop_swapped_pairs_are_reversed_real_pairs(prepared):
     out, _, _ = prepared
     ds = PretrainingDataset(out, ObjectiveConfig(kind="mlm_sop", max_seq_len=64))
-    p = ds.pairs
+    p = ds.layout
     assert abs(p.label.mean() - 0.5) < 0.1
     in_order, swapped = p.label == 0, p.label == 1
     assert (p.a_end[in_order] == p.b_start[in_order]).all()
@@ -253,8 +253,8 @@ def test_full_sentences_pack_with_separator_between_documents(prepared):
         ex = ds[i]
         original = np.where(ex["mlm_labels"] != IGNORE, ex["mlm_labels"], ex["input_ids"])
         assert len(original) <= 64 and original[0] == ds.special.cls and original[-1] == ds.special.sep
-        u0, u1 = ds._examples[i], ds._examples[i + 1]
-        changes = int((np.diff(ds._unit_doc[u0:u1]) != 0).sum())
+        u0, u1 = ds.layout.examples[i], ds.layout.examples[i + 1]
+        changes = int((np.diff(ds.layout.unit_doc[u0:u1]) != 0).sum())
         assert (original == ds.special.sep).sum() == 1 + changes
         crossings += changes
         total_text += int((~np.isin(original, [ds.special.cls, ds.special.sep])).sum())
@@ -270,7 +270,7 @@ def test_clm_blocks_hold_documents_and_separators(prepared):
     for d in range(len(shard.documents) - 1):
         lo = shard.sentences[shard.documents[d]]
         hi = shard.sentences[shard.documents[d + 1]]
-        stream.extend(np.asarray(shard.tokens[lo:hi]).tolist() + [ds.document_end])
+        stream.extend(np.asarray(shard.tokens[lo:hi]).tolist() + [ds.corpus.document_end])
     blocks = [ds[i]["input_ids"] for i in range(len(ds))]
     assert all(len(b) == 32 for b in blocks[:-1])
     assert np.concatenate(blocks).tolist() == stream

@@ -42,6 +42,17 @@ class Head(nn.Module):
     def forward(self, out: BackboneOutput, batch: dict[str, Any]) -> HeadOutput:  # pragma: no cover
         raise NotImplementedError
 
+    def metric_counts(self, name: str, out: HeadOutput) -> dict[str, float]:
+        """Sums behind this head's metrics for one batch (`{name}_correct`, `{name}_n`, ...); the
+        trainer adds them over batches and ranks, then `metrics` divides. None by default."""
+        return {}
+
+    def metrics(self, name: str, sums: dict[str, float]) -> dict[str, float]:
+        """Metrics from summed counts: accuracy when the head counts correct predictions."""
+        if not sums.get(f"{name}_n") or f"{name}_correct" not in sums:
+            return {}
+        return {f"{name}_accuracy": sums[f"{name}_correct"] / sums[f"{name}_n"]}
+
 
 def first_token(hidden: torch.Tensor) -> torch.Tensor:
     return hidden[:, 0]  # (B, H)

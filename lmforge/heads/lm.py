@@ -7,7 +7,8 @@ Both predict only the positions that have a target, and by default compute the l
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -27,6 +28,7 @@ class _VocabularyHead(Head):
 
     decoder: nn.Linear
     bias: torch.Tensor | None
+    perplexity_key: ClassVar[str] = "{name}_perplexity"
 
     def __init__(self, config: ModelConfig, backbone: Backbone, *, fused_loss: bool = True, **kw: Any) -> None:
         super().__init__(config, backbone, **kw)
@@ -40,6 +42,20 @@ class _VocabularyHead(Head):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return F.linear(self.transform(hidden), self.decoder.weight, self.bias)
+
+    def metric_counts(self, name: str, out: HeadOutput) -> dict[str, float]:
+        """`predictions` and `labels` hold the positions with a target only, (N,)."""
+        n = out.labels.numel()
+        return {f"{name}_loss": out.loss.item() * n, f"{name}_correct": (out.predictions == out.labels).sum().item(),
+                f"{name}_n": n}
+
+    def metrics(self, name: str, sums: dict[str, float]) -> dict[str, float]:
+        """Mean loss, accuracy and perplexity = exp(mean loss) over the predicted positions."""
+        if not sums.get(f"{name}_n"):
+            return {}
+        loss = sums[f"{name}_loss"] / sums[f"{name}_n"]
+        return {f"{name}_loss": loss, **super().metrics(name, sums),
+                self.perplexity_key.format(name=name): math.exp(min(loss, 50.0))}
 
     def loss_at(self, hidden: torch.Tensor, targets: torch.Tensor) -> HeadOutput:
         """Loss of the rows `hidden` (N, H) against `targets` (N,)."""
@@ -91,6 +107,7 @@ class CausalLMHead(_VocabularyHead):
 
     kind = "clm"
     default_label_key = "lm_labels"
+    perplexity_key = "perplexity"  # the LM's headline metric (GPT-2 §3), unprefixed in metrics.jsonl
 
     def __init__(self, config: ModelConfig, backbone: Backbone, **kw: Any) -> None:
         super().__init__(config, backbone, **kw)

@@ -40,6 +40,11 @@ class SegmentPairHead(Head):
         return HeadOutput(logits=logits, loss=loss, labels=labels)
 
 
+    def metric_counts(self, name: str, out: HeadOutput) -> dict[str, float]:
+        return {f"{name}_correct": (out.logits.argmax(-1) == out.labels).sum().item(),
+                f"{name}_n": out.labels.numel()}
+
+
 class SentenceOrderHead(SegmentPairHead):
     kind = "sop"
     default_label_key = "sop_labels"
@@ -65,3 +70,10 @@ class ReplacedTokenHead(Head):
         active = labels.ne(IGNORE)
         loss = F.binary_cross_entropy_with_logits(logits[active].float(), labels[active].float())
         return HeadOutput(logits=logits, loss=loss, labels=labels)
+
+    def metric_counts(self, name: str, out: HeadOutput) -> dict[str, float]:
+        """Accuracy over real tokens (labels != -100); a positive logit means "replaced"."""
+        active = out.labels.ne(IGNORE)
+        predicted = out.logits.gt(0).long()
+        return {f"{name}_correct": (predicted[active] == out.labels[active]).sum().item(),
+                f"{name}_n": active.sum().item()}

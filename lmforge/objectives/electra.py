@@ -11,7 +11,8 @@ a discriminator learns which tokens were replaced.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -20,8 +21,39 @@ from lmforge.config import ModelConfig
 from lmforge.heads import IGNORE
 from lmforge.models import TaskModel
 from lmforge.models.task_model import ModelOutput
+from lmforge.objectives.mlm import MaskedLM
+
+if TYPE_CHECKING:
+    from lmforge.train.config import PretrainConfig
 
 SHARED_EMBEDDINGS = ("tok", "pos", "seg", "norm")
+
+
+@dataclass(kw_only=True)
+class ElectraSettings:
+    """The `electra:` config block. §3.2 / Table 6: the generator is the discriminator scaled down
+    (hidden, FFN, heads)."""
+
+    generator_size: float = 0.25  # 1/4 for Small and Large, 1/3 for Base (Table 6)
+    disc_weight: float = 50.0  # λ in L_MLM + λ L_Disc (§2)
+    generator_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.generator_size <= 1.0:
+            raise ValueError(f"electra.generator_size {self.generator_size} must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class Electra(MaskedLM):
+    """The generator's MLM examples (full sentences, 15% masked); the model is `ElectraModel`."""
+
+    kind: ClassVar[str] = "electra"
+
+    def build_model(self, model: ModelConfig, run: PretrainConfig) -> tuple[nn.Module, dict[str, TaskModel]]:
+        settings = run.electra
+        generator = generator_config(model, settings.generator_size, **settings.generator_overrides)
+        electra = ElectraModel(model, generator, settings.disc_weight)
+        return electra, electra.submodels()
 
 
 def generator_config(discriminator: ModelConfig, size: float, **overrides: Any) -> ModelConfig:

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lmforge.data.pretraining import ObjectiveConfig
+from lmforge.objectives.electra import ElectraSettings
 
 
 @dataclass(kw_only=True)
@@ -30,15 +31,6 @@ class DataSection:
     prepared_dir: str = ""  # written by `lmforge prepare`
     tokenizer_dir: str = ""  # copied into the final model dir; "" -> the prepared dir's tokenizer files
     num_workers: int = 0
-
-
-@dataclass(kw_only=True)
-class ElectraSection:
-    """ELECTRA §3.2 / Table 6: the generator is the discriminator scaled down (hidden, FFN, heads)."""
-
-    generator_size: float = 0.25  # 1/4 for Small and Large, 1/3 for Base (Table 6)
-    disc_weight: float = 50.0  # λ in L_MLM + λ L_Disc (§2)
-    generator_overrides: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -94,7 +86,7 @@ class PretrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    electra: ElectraSection = field(default_factory=ElectraSection)
+    electra: ElectraSettings = field(default_factory=ElectraSettings)
     optim: OptimSection = field(default_factory=OptimSection)
     schedule: ScheduleSection = field(default_factory=ScheduleSection)
     eval: EvalSection = field(default_factory=EvalSection)
@@ -148,8 +140,6 @@ def validate(config: PretrainConfig) -> None:
         raise ValueError(f"schedule.warmup {config.schedule.warmup} must be a fraction in [0, 1)")
     if config.schedule.max_steps <= 0 and config.schedule.epochs <= 0 and config.schedule.time_budget_minutes <= 0:
         raise ValueError("set schedule.max_steps, schedule.epochs or schedule.time_budget_minutes")
-    if not 0.0 < config.electra.generator_size <= 1.0:
-        raise ValueError(f"electra.generator_size {config.electra.generator_size} must be in (0, 1]")
 
 
 def to_yaml(config: PretrainConfig) -> str:

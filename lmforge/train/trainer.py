@@ -9,7 +9,6 @@ accum=1 see the same examples per step, and a resume only has to skip to (epoch,
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,12 +20,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from lmforge.heads import IGNORE
+from lmforge.heads import Head, HeadOutput
 from lmforge.models import TaskModel
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.config import PretrainConfig, save_config, to_yaml
 from lmforge.train.distributed import DistInfo, all_reduce_mean, barrier, clip_grad_norm, no_sync, wrap
 from lmforge.train.logger import RunLogger
+from lmforge.train.models import find_unused_parameters
 from lmforge.train.optim import build_optimizer, lr_factor, set_lr
 
 StepCallback = Callable[[int, dict[str, Any]], None]
@@ -96,52 +96,38 @@ class Counts:
         return dict(zip(keys, values.tolist()))
 
 
-def head_counts(counts: Counts, heads: dict[str, Any]) -> None:
-    """Accuracy and loss numerators/denominators from each head's output."""
-    for name, out in heads.items():
-        if out.labels is None or out.loss is None:
-            continue
-        if name == "mlm":  # predictions and labels: the masked positions only, (N,)
-            n = out.labels.numel()
-            counts.add("mlm_loss", out.loss.item() * n)
-            counts.add("mlm_correct", (out.predictions == out.labels).sum().item())
-            counts.add("mlm_n", n)
-        elif name in ("nsp", "sop"):
-            counts.add(f"{name}_correct", (out.logits.argmax(-1) == out.labels).sum().item())
-            counts.add(f"{name}_n", out.labels.numel())
-        elif name == "lm":  # predictions and labels: positions with a next token, (N,)
-            n = out.labels.numel()
-            counts.add("lm_loss", out.loss.item() * n)
-            counts.add("lm_correct", (out.predictions == out.labels).sum().item())
-            counts.add("lm_n", n)
-        elif name == "rtd":
-            active = out.labels.ne(IGNORE)
-            pred = out.logits.gt(0).long()
-            counts.add("rtd_correct", (pred[active] == out.labels[active]).sum().item())
-            counts.add("rtd_n", active.sum().item())
+def output_heads(models: dict[str, TaskModel]) -> dict[str, Head]:
+    """The heads behind the names in `ModelOutput.heads`, gathered from the saved models (a composite
+    such as ELECTRA reports its generator's and its discriminator's heads side by side)."""
+    heads: dict[str, Head] = {}
+    for model in models.values():
+        for name, head in model.heads.items():
+            if name in heads:
+                raise ValueError(f"two pre-training models both have a head named {name!r}")
+            heads[name] = head
+    return heads
 
 
-def metrics_from_counts(sums: dict[str, float], prefix: str) -> dict[str, float]:
+def head_counts(counts: Counts, outputs: dict[str, HeadOutput], heads: dict[str, Head]) -> None:
+    """Each head's metric numerators/denominators for this batch."""
+    for name, out in outputs.items():
+        if name in heads and out.labels is not None and out.loss is not None:
+            for key, value in heads[name].metric_counts(name, out).items():
+                counts.add(key, value)
+
+
+def metrics_from_counts(sums: dict[str, float], prefix: str, heads: dict[str, Head]) -> dict[str, float]:
     out: dict[str, float] = {}
     if sums.get("loss_n"):
         out[f"{prefix}loss"] = sums["loss"] / sums["loss_n"]
-    if sums.get("mlm_n"):
-        out[f"{prefix}mlm_loss"] = sums["mlm_loss"] / sums["mlm_n"]
-        out[f"{prefix}mlm_accuracy"] = sums["mlm_correct"] / sums["mlm_n"]
-        out[f"{prefix}mlm_perplexity"] = math.exp(min(out[f"{prefix}mlm_loss"], 50.0))
-    for name in ("nsp", "sop", "rtd"):
-        if sums.get(f"{name}_n"):
-            out[f"{prefix}{name}_accuracy"] = sums[f"{name}_correct"] / sums[f"{name}_n"]
-    if sums.get("lm_n"):
-        out[f"{prefix}lm_loss"] = sums["lm_loss"] / sums["lm_n"]
-        out[f"{prefix}lm_accuracy"] = sums["lm_correct"] / sums["lm_n"]
-        out[f"{prefix}perplexity"] = math.exp(min(out[f"{prefix}lm_loss"], 50.0))
+    for name, head in heads.items():
+        out.update({prefix + key: value for key, value in head.metrics(name, sums).items()})
     return out
 
 
 @torch.no_grad()
 def evaluate(module: nn.Module, dataset: Dataset, config: PretrainConfig, info: DistInfo,
-             device: torch.device) -> dict[str, float]:
+             device: torch.device, heads: dict[str, Head]) -> dict[str, float]:
     """Held-out metrics over the first `eval.max_batches` batches, split across ranks.
 
     Runs under a forked RNG so evaluating (ELECTRA samples) never changes the training stream.
@@ -160,9 +146,9 @@ def evaluate(module: nn.Module, dataset: Dataset, config: PretrainConfig, info: 
                 out = module(**batch)
             counts.add("loss", out.loss.item() * len(indices))
             counts.add("loss_n", len(indices))
-            head_counts(counts, out.heads)
+            head_counts(counts, out.heads, heads)
     module.train(was_training)
-    return metrics_from_counts(counts.reduce(info, device), "eval_")
+    return metrics_from_counts(counts.reduce(info, device), "eval_", heads)
 
 
 def total_steps(config: PretrainConfig, steps_per_epoch: int) -> int | None:
@@ -201,9 +187,9 @@ def train(config: PretrainConfig, module: nn.Module, models: dict[str, TaskModel
         ckpt.load_models(resumed_from, models)  # full weights, before FSDP shards them
         state = TrainState(**saved["train_state"])
     run_dir.mkdir(parents=True, exist_ok=True)
+    heads = output_heads(models)  # before wrapping: FSDP swaps the module classes
     wrapped = wrap(module, info, device, config.system.distributed,
-                   find_unused=not any(k in config.objective.kind for k in ("nsp", "sop"))
-                   and any(getattr(m.backbone, "pooler", None) is not None for m in models.values()))
+                   find_unused=find_unused_parameters(config, models))
     # after wrapping: FSDP replaces the parameters with its shards
     optimizer = build_optimizer(module, opt_cfg.lr, opt_cfg.weight_decay, (opt_cfg.beta1, opt_cfg.beta2), opt_cfg.eps)
     if resumed_from is not None:
@@ -277,7 +263,7 @@ def train(config: PretrainConfig, module: nn.Module, models: dict[str, TaskModel
                     (out.loss / opt_cfg.grad_accum).backward()
                 loss_sum += out.loss.detach()
                 with torch.no_grad():
-                    head_counts(counts, out.heads)
+                    head_counts(counts, out.heads, heads)
             grad_norm = clip_grad_norm(module, opt_cfg.grad_clip) if opt_cfg.grad_clip > 0 else None
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -300,7 +286,7 @@ def train(config: PretrainConfig, module: nn.Module, models: dict[str, TaskModel
                               elapsed_s=state.elapsed)
                 if grad_norm is not None:
                     record["grad_norm"] = float(grad_norm)
-                record.update(metrics_from_counts(counts.reduce(info, device), "train_"))
+                record.update(metrics_from_counts(counts.reduce(info, device), "train_", heads))
                 record.pop("train_loss", None)
                 window_tokens, window_start = 0, now
                 left = {"left": f"{max(budget - state.elapsed, 0) / 60:.1f}min"} if budget > 0 else {}
@@ -308,7 +294,7 @@ def train(config: PretrainConfig, module: nn.Module, models: dict[str, TaskModel
             final = done()
             if eval_set is not None and ((config.eval.every_steps and state.step % config.eval.every_steps == 0)
                                          or final):
-                record.update(evaluate(wrapped, eval_set, config, info, device))
+                record.update(evaluate(wrapped, eval_set, config, info, device, heads))
             if len(record) > 1:
                 history.append(record)
                 if logger is not None:

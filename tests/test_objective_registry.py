@@ -1,0 +1,119 @@
+"""The objective registry: unknown kinds, settings composed into one config block, and every
+registered objective building a model and a batch from a tiny prepared corpus end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import pytest
+import torch
+from pretrain_toy import tiny_overrides
+from test_objectives import _corpus, _train_tokenizer
+
+from lmforge.data.prepare import PrepareConfig, prepare
+from lmforge.data.pretraining import ObjectiveConfig, PretrainingDataset
+from lmforge.objectives import registry
+from lmforge.objectives.registry import OBJECTIVES, make_objective
+from lmforge.train.config import load_config
+from lmforge.train.models import build_pretraining_model
+from lmforge.train.trainer import Counts, head_counts, metrics_from_counts, output_heads
+
+# the metric names README, run_summary and the trainer tests read (without the train_/eval_ prefix)
+METRICS = {
+    "mlm": {"mlm_loss", "mlm_accuracy", "mlm_perplexity"},
+    "mlm_nsp": {"mlm_loss", "mlm_accuracy", "mlm_perplexity", "nsp_accuracy"},
+    "mlm_sop": {"mlm_loss", "mlm_accuracy", "mlm_perplexity", "sop_accuracy"},
+    "electra": {"mlm_loss", "mlm_accuracy", "mlm_perplexity", "rtd_accuracy"},
+    "clm": {"lm_loss", "lm_accuracy", "perplexity"},
+}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("registry")
+    docs = _corpus(n_docs=12)
+    (root / "tok").mkdir()
+    _train_tokenizer("wordpiece", docs).save(str(root / "tok" / "tokenizer.json"))
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n\n".join("\n".join(d) for d in docs) + "\n")
+    prepare(PrepareConfig(tokenizer=str(root / "tok"), inputs=[str(corpus)], out=str(root / "out"), progress=False))
+    return root / "out"
+
+
+def test_unknown_kind_is_an_error_listing_the_registered_ones():
+    registered = ", ".join(OBJECTIVES)
+    with pytest.raises(ValueError, match=f"unknown objective kind 'span_xyz'; registered: {registered}"):
+        ObjectiveConfig(kind="span_xyz")
+    with pytest.raises(ValueError, match="registered: mlm"):
+        load_config(None, ["objective.kind=span_xyz"])
+    assert set(OBJECTIVES) >= {"mlm", "mlm_nsp", "mlm_sop", "electra", "clm"}
+
+
+def test_config_block_holds_every_objectives_settings_and_refuses_bad_ones():
+    fields = {f.name for f in dataclasses.fields(ObjectiveConfig)}
+    for cls in OBJECTIVES.values():
+        assert {f.name for f in dataclasses.fields(cls.Settings)} <= fields
+    objective = make_objective(ObjectiveConfig(kind="mlm_sop", max_seq_len=32, short_seq_prob=0.3))
+    assert (objective.kind, objective.max_seq_len, objective.settings.short_seq_prob) == ("mlm_sop", 32, 0.3)
+    with pytest.raises(ValueError, match="electra.generator_size"):
+        load_config(None, ["electra.generator_size=0"])
+    with pytest.raises(ValueError, match="probabilities"):
+        load_config(None, ["objective.next_sentence_prob=1.5"])
+
+
+def test_a_setting_declared_twice_differently_is_refused(monkeypatch):
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Other:
+        mlm_probability: float = 0.3  # clashes with MaskingSettings' 0.15
+
+    class Clash:
+        kind: ClassVar[str] = "clash"
+        Settings: ClassVar[type] = Other
+
+    monkeypatch.setitem(OBJECTIVES, "clash", Clash)
+    with pytest.raises(TypeError, match="mlm_probability"):
+        registry._settings_fields()
+
+
+def test_mismatched_model_is_refused_naming_the_preset(tmp_path):
+    with pytest.raises(ValueError, match="'bert-tiny'.*causal"):
+        build_pretraining_model(load_config(None, ["objective.kind=clm", "model.preset=bert-tiny"]), 100, 0)
+    with pytest.raises(ValueError, match="encoder"):
+        build_pretraining_model(load_config(None, ["objective.kind=mlm", "model.preset=gpt2-mini"]), 100, 0)
+    with pytest.raises(ValueError, match="two segments"):
+        build_pretraining_model(load_config(None, ["objective.kind=mlm_nsp", "model.overrides.type_vocab_size=1"]),
+                                100, 0)
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        build_pretraining_model(load_config(None, ["objective.max_seq_len=64",
+                                                   "model.overrides.max_position_embeddings=32"]), 100, 0)
+
+
+def _config(kind: str, prepared, tmp_path):
+    """The trainer tests' tiny model for the objective, on the prepared corpus."""
+    return load_config(None, tiny_overrides(kind, str(tmp_path), **{
+        "objective.max_seq_len": "32", "model.overrides.max_position_embeddings": "40",
+        "model.overrides.num_layers": "1", "data.prepared_dir": str(prepared)}))
+
+
+@pytest.mark.parametrize("kind", sorted(OBJECTIVES))
+def test_each_registered_objective_builds_a_model_and_a_batch(kind, prepared, tmp_path):
+    config = _config(kind, prepared, tmp_path)
+    data = PretrainingDataset(prepared, config.objective, seed=1)
+    assert len(data) > 4
+    batch = data.collate([data[i] for i in range(4)])
+    assert batch["input_ids"].shape[0] == 4 and batch["input_ids"].shape[1] <= 32
+    assert all(v.dtype == torch.long for v in batch.values())
+    torch.manual_seed(0)
+    module, models = build_pretraining_model(config, data.vocab_size, data.special.pad)
+    out = module(**batch)
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    assert all(p.grad is not None for m in models.values() for p in m.backbone.embeddings.tok.parameters())
+    heads = output_heads(models)
+    counts = Counts()
+    head_counts(counts, out.heads, heads)
+    metrics = metrics_from_counts(counts.sums, "", heads)
+    if kind in METRICS:
+        assert set(metrics) == METRICS[kind]
+    assert metrics and all(v >= 0 for v in metrics.values())
