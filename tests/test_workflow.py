@@ -386,6 +386,10 @@ print("HEAVY", heavy, file=sys.stderr)
     assert "HEAVY []" in done.stderr
     assert "usage: lmforge pretrain" in done.stdout and "--overwrite" in done.stdout
 
+    from lmforge.cli import embed
+    from lmforge.features import POOLINGS
+    assert embed.POOLINGS == POOLINGS  # the CLI's copy (it may not import lmforge.features at parse time)
+
 
 # --------------------------------------------------------------------------------------------
 # 9. Complete HF exports: model card, sentence-transformers files, export.hf=true

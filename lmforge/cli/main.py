@@ -37,9 +37,13 @@ class UserError(Exception):
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is when a record is emitted (it may be replaced meanwhile)."""
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.setStream(sys.stderr)
-        super().emit(record)
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns one; the property decides
+        pass
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:
