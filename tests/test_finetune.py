@@ -22,12 +22,6 @@ from lmforge.tasks.metrics import squad_scores
 COMMON = ["--epochs", "2", "--batch-size", "8", "--lr", "1e-3", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def _only_our_commands(monkeypatch):
-    """Other commands are written in parallel; the dispatcher needs only ours here."""
-    monkeypatch.setattr(cli, "COMMANDS", ("finetune", "evaluate", "predict"))
-
-
 def head_lines(path: Path, n: int, skip: int = 0) -> list[str]:
     with open(path, encoding="utf-8-sig") as handle:
         lines = list(islice(handle, skip + n))
