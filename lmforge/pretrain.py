@@ -14,10 +14,11 @@ import torch
 from torch.utils.data import Dataset
 
 from lmforge.models import TaskModel
+from lmforge.objectives.registry import make_objective
 from lmforge.tokenizers import TOKENIZER_FILES, has_tokenizer, load_tokenizer, vocab_fingerprint
 from lmforge.train import distributed
 from lmforge.train.config import PretrainConfig
-from lmforge.train.models import OBJECTIVE_HEADS, build_pretraining_model
+from lmforge.train.models import build_pretraining_model
 from lmforge.train.trainer import StepCallback, TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,7 @@ def init_from_pretrained(config: PretrainConfig, data_vocab: int) -> TaskModel:
     if needed > model_config.max_position_embeddings:
         raise ValueError(f"objective.max_seq_len {config.objective.max_seq_len} needs {needed} positions; "
                          f"model.init_from={source_dir} has {model_config.max_position_embeddings}")
-    heads = OBJECTIVE_HEADS[kind]
+    heads = make_objective(config.objective).heads  # the objective's heads (electra refused above)
     model = TaskModel(model_config, heads)
     own = source.head_specs()
     kept = tuple(f"heads.{name}." for name, spec in heads.items() if own.get(name, {}).get("kind") == spec["kind"])

@@ -228,3 +228,20 @@ def test_cli_refuses_a_model_without_a_decoder(tmp_path, capsys):
     save_model(TaskModel(ModelConfig.from_name("bert-tiny", vocab_size=50), {"mlm": {"kind": "mlm"}}), tmp_path)
     assert main(["generate", "--model", str(tmp_path), "--prompt", "hello"]) == 2
     assert "causal LM head" in capsys.readouterr().err
+
+
+def test_export_carries_special_ids_inside_the_vocabulary(tmp_path, shared_data):
+    import json
+
+    from lmforge.cli.main import main
+
+    model_dir, tokenizer, eos = gpt2_model_dir(tmp_path, shared_data)
+    assert main(["convert", "--to-hf", str(model_dir), "--out", str(tmp_path / "hf")]) == 0
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    vocab = tokenizer.get_vocab_size()
+    assert config["eos_token_id"] == eos and config["bos_token_id"] == eos < vocab  # not GPT-2's 50256
+    assert config["pad_token_id"] == eos  # GPT-2 pads with <|endoftext|>: batched classification finds the end
+    generation = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == eos
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    assert hf.generation_config.eos_token_id == eos
