@@ -91,6 +91,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         )
 
 
+@torch.compiler.disable  # dynamo would unroll the chunk loop (compile time grows with chunks); it is one fused pass per chunk already
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                          targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean CE of `hidden @ weight.T + bias` (N, V) against `targets` (N,), and the argmax

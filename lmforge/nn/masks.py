@@ -60,7 +60,9 @@ def self_attention_mask(padding_mask: torch.Tensor | None, causal: bool, q_len: 
     `is_causal` (fused kernels), and a one-token decoding step needs no mask at all.
     """
     k_len = q_len if k_len is None else k_len
-    padded = padding_mask is not None and not bool(padding_mask.all())
+    # under torch.compile the all-ones check would be a graph break (a data-dependent branch): a given
+    # padding mask is then always applied, as transformers does while tracing
+    padded = padding_mask is not None and (torch.compiler.is_compiling() or not bool(padding_mask.all()))
     if not padded:
         if not causal or q_len == 1:
             return AttnMask()
