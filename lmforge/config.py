@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from lmforge.elmo_config import ElmoConfig
+
 if TYPE_CHECKING:
     from lmforge.nn.block import LayerSpec
 
@@ -242,7 +244,7 @@ WEIGHTS_FILE = "model.safetensors"
 
 
 # arch name -> config class; families with their own config class (XLNet, ELMo) register here
-CONFIG_CLASSES: dict[str, Any] = {"transformer": ModelConfig, "encoder-decoder": ModelConfig}
+CONFIG_CLASSES: dict[str, Any] = {"transformer": ModelConfig, "encoder-decoder": ModelConfig, "elmo": ElmoConfig}
 
 
 @dataclass

@@ -12,9 +12,11 @@ from typing import Any
 from torch import nn
 
 from lmforge.models.backbone import Backbone
+from lmforge.models.elmo import ElmoBackbone
 from lmforge.models.seq2seq import EncoderDecoder
 
-BACKBONES: dict[str, Callable[..., nn.Module]] = {"transformer": Backbone, "encoder-decoder": EncoderDecoder}
+BACKBONES: dict[str, Callable[..., nn.Module]] = {"transformer": Backbone, "encoder-decoder": EncoderDecoder,
+                                               "elmo": ElmoBackbone}
 
 
 def register_backbone(arch: str, builder: Callable[..., nn.Module]) -> None:
