@@ -6,6 +6,7 @@ from typing import Any
 
 from lmforge.config import ModelConfig
 from lmforge.heads.base import Head, HeadOutput
+from lmforge.heads.bilm import BiLMHead
 from lmforge.heads.lm import IGNORE, CausalLMHead, MaskedLMHead
 from lmforge.heads.pretraining import ReplacedTokenHead, SegmentPairHead, SentenceOrderHead
 from lmforge.heads.tasks import (
@@ -24,6 +25,7 @@ HEADS: dict[str, type[Head]] = {
         SegmentPairHead,
         SentenceOrderHead,
         ReplacedTokenHead,
+        BiLMHead,
         SequenceClassificationHead,
         SimilarityHead,
         MultipleChoiceHead,

@@ -13,13 +13,15 @@ import typing
 from typing import Any
 
 from lmforge.objectives.base import Objective, settings_from
+from lmforge.objectives.bilm import BiLM
 from lmforge.objectives.clm import CausalLM
 from lmforge.objectives.electra import Electra
 from lmforge.objectives.mlm import MaskedLM
 from lmforge.objectives.sentence_pairs import NextSentence, SentenceOrder
 
-# BERT §3.1 (MLM + NSP), RoBERTa §4 (MLM only), ALBERT §4.2 (MLM + SOP), ELECTRA §2, GPT (CLM)
-OBJECTIVES: dict[str, type] = {cls.kind: cls for cls in (MaskedLM, NextSentence, SentenceOrder, Electra, CausalLM)}
+# BERT §3.1 (MLM + NSP), RoBERTa §4 (MLM only), ALBERT §4.2 (MLM + SOP), ELECTRA §2, GPT (CLM), ELMo §3.1 (biLM)
+OBJECTIVES: dict[str, type] = {cls.kind: cls for cls in (MaskedLM, NextSentence, SentenceOrder, Electra, CausalLM,
+                                                         BiLM)}
 
 MIN_SEQ_LEN = 8
 
