@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from lmforge.elmo_config import ElmoConfig
+from lmforge.elmo_config import ELMO_PRESETS, ElmoConfig
 
 if TYPE_CHECKING:
     from lmforge.nn.block import LayerSpec
@@ -245,6 +245,8 @@ WEIGHTS_FILE = "model.safetensors"
 
 # arch name -> config class; families with their own config class (XLNet, ELMo) register here
 CONFIG_CLASSES: dict[str, Any] = {"transformer": ModelConfig, "encoder-decoder": ModelConfig, "elmo": ElmoConfig}
+# preset name -> the config class whose `from_name` builds it (`model.preset` of a pre-training run)
+PRESET_CLASSES: dict[str, Any] = {**dict.fromkeys(PRESETS, ModelConfig), **dict.fromkeys(ELMO_PRESETS, ElmoConfig)}
 
 
 @dataclass

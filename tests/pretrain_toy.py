@@ -114,6 +114,11 @@ def tiny_overrides(kind: str, run_dir: str, **extra: str) -> list[str]:
         "system.log_every": "1", "system.progress_bar": "false", "eval.max_batches": "2",
         "eval.batch_size": "16", "system.threads": "1",
     }
+    if kind == "bilm":  # ELMo's biLM (its own config: no heads or FFN, a character CNN and LSTM cells)
+        for key in ("hidden_size", "num_heads", "intermediate_size"):
+            del items[f"model.overrides.{key}"]
+        items.update({"model.preset": "elmo-cpu", "model.overrides.filters": "[[1,8],[2,8],[3,16]]",
+                      "model.overrides.lstm_dim": "32", "model.overrides.projection_dim": "16"})
     if kind == "electra":
         items["model.overrides.embedding_size"] = "16"
         items["electra.generator_size"] = "0.5"

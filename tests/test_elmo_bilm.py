@@ -16,9 +16,8 @@ from lmforge.elmo_config import ElmoConfig
 from lmforge.heads.bilm import IGNORE, direction_targets
 from lmforge.models import load_model
 from lmforge.objectives.registry import make_objective
+from lmforge.pretrain import pretrain
 from lmforge.train.config import load_config
-from lmforge.train.distributed import DistInfo
-from lmforge.train.trainer import train
 
 WORDS = ["ka", "lomi", "ren", "tosvu", "shal", "dequi", "bar", "nespo"]
 
@@ -35,15 +34,6 @@ def _documents(n_docs: int = 30, seed: int = 0) -> list[list[str]]:
             sentences.append(" ".join(WORDS[(start + k) % len(WORDS)] for k in range(length)))
         docs.append(sentences)
     return docs
-
-
-@pytest.fixture
-def one_thread():
-    """Like `system.threads=1` in `lmforge pretrain` (this test calls the trainer directly)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -117,28 +107,26 @@ def test_objective_refuses_a_transformer_and_a_width_mismatch():
         objective.check_model(tiny_elmo(10))
 
 
-def test_tiny_bilm_learns_and_reports_both_perplexities(prepared, tmp_path, one_thread):
+def test_tiny_bilm_pretrain_learns_and_reports_both_perplexities(prepared, tmp_path):
+    """`lmforge pretrain model.preset=elmo-cpu objective.kind=bilm` on the prepared shards, sized down."""
     out, _ = prepared
-    objective_config = ObjectiveConfig(kind="bilm", max_seq_len=16, max_characters_per_token=12)
-    train_set = PretrainingDataset(out, objective_config, split="train")
-    eval_set = PretrainingDataset(out, objective_config, split="valid")
-    config = load_config(None, [f"run_dir={tmp_path / 'run'}", "objective.kind=bilm", "objective.max_seq_len=16",
-                                "objective.max_characters_per_token=12", "optim.batch_size=8", "optim.lr=1e-2",
-                                "schedule.max_steps=40", "schedule.warmup=0.05", "system.log_every=1",
-                                "system.progress_bar=false", "system.device=cpu", "eval.batch_size=8",
-                                "eval.max_batches=4"])
-    objective = make_objective(config.objective)
-    model_config = tiny_elmo(train_set.vocab_size)
-    objective.check_model(model_config)
+    config = load_config(None, [
+        f"run_dir={tmp_path / 'run'}", f"data.prepared_dir={out}", "model.preset=elmo-cpu",
+        "model.overrides.filters=[[1,8],[2,8],[3,16]]", "model.overrides.n_highway=1", "model.overrides.lstm_dim=32",
+        "model.overrides.projection_dim=16", "model.overrides.max_characters_per_token=12",
+        "model.overrides.dropout=0.0", "objective.kind=bilm", "objective.max_seq_len=16",
+        "objective.max_characters_per_token=12", "optim.batch_size=8", "optim.lr=1e-2", "schedule.max_steps=40",
+        "schedule.warmup=0.05", "system.log_every=1", "system.progress_bar=false", "system.device=cpu",
+        "eval.batch_size=8", "eval.max_batches=4", "system.threads=1"])
     torch.manual_seed(0)
-    module, saved = objective.build_model(model_config, config)
-    result = train(config, module, saved, train_set, eval_set, DistInfo(), torch.device("cpu"))
+    result = pretrain(config)
     losses = [r["loss"] for r in result.history if "loss" in r and "eval_loss" not in r]
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
     final = [r for r in result.history if "eval_loss" in r][-1]
     # the word cycle makes each neighbour certain inside a sentence: both LMs end far below uniform
-    uniform = train_set.vocab_size
-    assert 1.0 <= final["eval_forward_perplexity"] < uniform / 3, final
-    assert 1.0 <= final["eval_backward_perplexity"] < uniform / 3, final
+    vocab = load_model(result.final_dir).config.vocab_size
+    assert 1.0 <= final["eval_forward_perplexity"] < vocab / 3, final
+    assert 1.0 <= final["eval_backward_perplexity"] < vocab / 3, final
     reloaded = load_model(result.final_dir)
-    assert set(reloaded.heads) == {"lm"} and reloaded.config == model_config
+    assert set(reloaded.heads) == {"lm"} and isinstance(reloaded.config, ElmoConfig)
+    assert (result.final_dir / "tokenizer.json").is_file()  # embed and fine-tuning read it

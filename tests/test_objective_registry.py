@@ -21,6 +21,7 @@ from lmforge.train.trainer import Counts, head_counts, metrics_from_counts, outp
 
 # the metric names README, run_summary and the trainer tests read (without the train_/eval_ prefix)
 METRICS = {
+    "bilm": {"lm_accuracy", "lm_forward_loss", "forward_perplexity", "lm_backward_loss", "backward_perplexity"},
     "mlm": {"mlm_loss", "mlm_accuracy", "mlm_perplexity"},
     "mlm_nsp": {"mlm_loss", "mlm_accuracy", "mlm_perplexity", "nsp_accuracy"},
     "mlm_sop": {"mlm_loss", "mlm_accuracy", "mlm_perplexity", "sop_accuracy"},
@@ -109,7 +110,9 @@ def test_each_registered_objective_builds_a_model_and_a_batch(kind, prepared, tm
     out = module(**batch)
     assert torch.isfinite(out.loss)
     out.loss.backward()
-    assert all(p.grad is not None for m in models.values() for p in m.backbone.embeddings.tok.parameters())
+    for m in models.values():  # the token input: an embedding table, or ELMo's character CNN
+        token_input = m.backbone.embeddings.tok if hasattr(m.backbone, "embeddings") else m.backbone.token_encoder
+        assert all(p.grad is not None for p in token_input.parameters())
     heads = output_heads(models)
     counts = Counts()
     head_counts(counts, out.heads, heads)

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from lmforge.config import ModelConfig
+from lmforge.config import PRESET_CLASSES, ModelConfig
 from lmforge.models import TaskModel
 from lmforge.objectives.registry import make_objective
 from lmforge.train.config import PretrainConfig
@@ -16,14 +16,15 @@ from lmforge.train.config import PretrainConfig
 def model_config(config: PretrainConfig, vocab_size: int, pad_token_id: int | None) -> ModelConfig:
     """The preset, with the vocabulary and padding id of the tokenizer the data was prepared with,
     checked against the objective (causal vs encoder, segments, positions)."""
-    base = ModelConfig.from_name(config.model.preset)
+    config_class = PRESET_CLASSES.get(config.model.preset, ModelConfig)  # ModelConfig names unknown presets
+    base = config_class.from_name(config.model.preset)
     fields: dict[str, Any] = {"vocab_size": vocab_size}
     if base.pad_token_id is not None and pad_token_id is not None:
         fields["pad_token_id"] = pad_token_id
         if base.position_offset:  # RoBERTa positions start after the padding id
             fields["position_offset"] = pad_token_id + 1
     fields.update(config.model.overrides)
-    model = ModelConfig.from_name(config.model.preset, **fields)
+    model = config_class.from_name(config.model.preset, **fields)
     try:
         make_objective(config.objective).check_model(model)
     except ValueError as err:
