@@ -77,22 +77,28 @@ class BiLstmLayer(nn.Module):
         self.w_hidden = nn.Parameter(torch.empty(2, projection, 4 * cells))
         self.bias = nn.Parameter(torch.zeros(2, 4 * cells))
         self.w_projection = nn.Parameter(torch.empty(2, cells, projection))
+        offset = torch.zeros(4 * cells)
+        offset[2 * cells:3 * cells] = self.FORGET_BIAS  # the f block of i, j, f, o
+        self.register_buffer("forget_offset", offset, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (2, B, T, I), the backward direction already time-reversed -> (2, B, T, P)."""
         D, B, T, _ = x.shape
-        gates_in = torch.baddbmm(self.bias.unsqueeze(1), x.reshape(D, B * T, -1), self.w_input)  # (2, B*T, 4C)
-        gates_in = gates_in.view(D, B, T, -1)
+        C = self.cells
+        bias = self.bias + self.forget_offset  # TF's forget bias folded in once, not added per step
+        gates_in = torch.baddbmm(bias.unsqueeze(1), x.reshape(D, B * T, -1), self.w_input)  # (2, B*T, 4C)
+        gates_in = gates_in.view(D, B, T, 4 * C)
         h = x.new_zeros(D, B, self.w_projection.shape[-1])
-        c = x.new_zeros(D, B, self.cells)
+        c = x.new_zeros(D, B, C)
         outputs = []
         for t in range(T):
             gates = torch.baddbmm(gates_in[:, :, t], h, self.w_hidden)  # (2, B, 4C)
-            i, j, f, o = gates.chunk(4, dim=-1)
-            c = torch.sigmoid(f + self.FORGET_BIAS) * c + torch.sigmoid(i) * torch.tanh(j)
+            sig = torch.sigmoid(gates)  # one kernel for i, f, o (j's quarter unused)
+            i, _, f, o = sig.chunk(4, dim=-1)
+            c = torch.addcmul(f * c, i, torch.tanh(gates[..., C:2 * C]))
             if self.cell_clip:
                 c = c.clamp(-self.cell_clip, self.cell_clip)
-            h = torch.bmm(torch.sigmoid(o) * torch.tanh(c), self.w_projection)  # (2, B, P)
+            h = torch.bmm(o * torch.tanh(c), self.w_projection)  # (2, B, P)
             if self.proj_clip:
                 h = h.clamp(-self.proj_clip, self.proj_clip)
             outputs.append(h)
