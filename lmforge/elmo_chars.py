@@ -8,10 +8,16 @@ a padding token.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lmforge.elmo_config import BOS_CHAR, BOW_CHAR, EOS_CHAR, EOW_CHAR, PAD_CHAR
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+    from lmforge.tokenizers import SpecialTokens
 
 BOS_TOKEN, EOS_TOKEN = "<S>", "</S>"  # bilm-tf's sentence markers
 
@@ -57,3 +63,23 @@ def vocabulary_strings(tokenizer, special_ids: dict[int, str]) -> list[str]:
         text = text.strip()
         strings.append(text if text else (tokenizer.id_to_token(i) or ""))
     return strings
+
+
+def sentence_markers(special: SpecialTokens) -> dict[int, str]:
+    """Special ids read as bilm-tf's sentence markers: the start token (bos, else [CLS]) as <S>, the
+    end token (eos, else [SEP]: the document end of the prepared stream) as </S>."""
+    markers = {i: BOS_TOKEN for i in (special.cls, special.bos) if i is not None}
+    end = special.eos if special.eos is not None else special.sep
+    if end is not None:
+        markers[end] = EOS_TOKEN
+    return markers
+
+
+def tokenizer_char_table(tokenizer: Tokenizer, special: SpecialTokens, width: int,
+                         size: int | None = None) -> np.ndarray:
+    """(V, width) character ids of a tokenizer's ids, the first `size` of them (default: all); the same
+    table for pre-training (lmforge.objectives.bilm) and features, so a token is spelt the same in both."""
+    strings = vocabulary_strings(tokenizer, sentence_markers(special))
+    if size is not None and len(strings) < size:
+        raise ValueError(f"the tokenizer has {len(strings)} ids, fewer than the {size} the model or data uses")
+    return char_table(strings[:size] if size is not None else strings, width)

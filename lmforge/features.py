@@ -8,7 +8,7 @@ the caller decides how to mix them; BERT §5.3 builds its feature-based NER on s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +17,8 @@ import torch
 from tokenizers import Encoding, Tokenizer
 from torch.nn import functional as F
 from tqdm.auto import tqdm
+
+from lmforge.nn.scalar_mix import ScalarMix
 
 Pooling = Literal["mean", "cls", "last"]
 POOLINGS: tuple[str, ...] = ("mean", "cls", "last")
@@ -71,6 +73,13 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor
     raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
 
 
+def extra_inputs(backbone: torch.nn.Module, tokenizer: Tokenizer) -> Callable[..., dict[str, torch.Tensor]]:
+    """Inputs a backbone reads besides the token ids (ELMo's characters), made from (ids, mask) by
+    its `inputs_for_tokenizer` where it has one."""
+    make = getattr(backbone, "inputs_for_tokenizer", None)
+    return make(tokenizer) if make is not None else (lambda ids, mask: {})
+
+
 def _check_layers(layers: Sequence[int], num_layers: int) -> list[int]:
     count = num_layers + 1  # hidden_states = embeddings + one per layer
     bad = [i for i in layers if not -count <= i < count]
@@ -91,8 +100,10 @@ def embed_texts(
     max_length: int | None = None,
     normalize: bool = True,
     progress: bool = False,
+    scalar_mix: ScalarMix | None = None,
 ) -> np.ndarray:
     """float32 (N, H), or (N, len(layers), H) with `layers`; rows in the order of `texts`.
+    `scalar_mix` (ELMo §3.2) mixes the hidden states `layers` names (default: all) into one (N, H).
     `normalize` L2-normalises every vector (cosine similarity becomes a dot product)."""
     backbone = _backbone(model)
     config = backbone.config
@@ -107,9 +118,14 @@ def embed_texts(
     max_length = min(max_length or positions, positions)
     if layers is not None:
         layers = _check_layers(layers, config.num_layers)
+    if scalar_mix is not None and layers is None:
+        layers = list(range(config.num_layers + 1))
+    if scalar_mix is not None and scalar_mix.weights.numel() != len(layers):
+        raise ValueError(f"scalar mix has {scalar_mix.weights.numel()} weights for {len(layers)} layers")
     # RoBERTa's position ids count non-pad tokens, so padding must use the model's own pad id
     pad_id = config.pad_token_id if config.pad_token_id is not None else 0
     device = next(backbone.parameters()).device
+    extra = extra_inputs(backbone, tokenizer)
 
     encodings = encode_texts(tokenizer, texts, max_length)
     empty = [i + 1 for i, enc in enumerate(encodings) if not enc.ids]
@@ -137,8 +153,11 @@ def embed_texts(
                     mask[row, :n] = 1
                 ids, types, mask = ids.to(device), types.to(device), mask.to(device)
                 result = backbone(ids, mask, types if config.type_vocab_size > 0 else None,
-                                  output_hidden_states=layers is not None)
-                if layers is None:
+                                  output_hidden_states=layers is not None, **extra(ids, mask))
+                if scalar_mix is not None:
+                    mixed = scalar_mix.to(device)([result.hidden_states[layer] for layer in layers])  # (B, T, H)
+                    vectors = pool(mixed, mask, pooling)
+                elif layers is None:
                     vectors = pool(result.last_hidden_state, mask, pooling)  # (B, H)
                 else:
                     vectors = torch.stack(

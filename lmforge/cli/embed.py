@@ -22,6 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="mean: attention-mask weighted mean; cls: first token; last: last real token")
     parser.add_argument("--layers", default=None, metavar="I,J,...",
                         help="hidden states to keep, e.g. -1,-2 (0 = embeddings); output (N, layers, H)")
+    parser.add_argument("--scalar-mix", nargs="?", const="", default=None, metavar="W,W,...",
+                        help="ELMo §3.2: one vector per text from gamma * sum_j softmax(w)_j h_j over --layers "
+                             "(default all); W are the w_j (default 0: the average)")
+    parser.add_argument("--gamma", type=float, default=1.0, help="the scalar mix's scale gamma")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=None,
                         help="tokens per text (default: model's maximum)")
@@ -43,6 +47,16 @@ def parse_layers(text: str | None) -> list[int] | None:
     return layers
 
 
+def parse_mix(text: str | None) -> list[float] | None:
+    """--scalar-mix's weights: None without the flag, [] for the flag alone (uniform)."""
+    if text is None or not text.strip():
+        return None if text is None else []
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--scalar-mix {text!r}: expected comma-separated numbers, e.g. 0,1,0") from None
+
+
 def _save_npy(array, out: Path) -> None:
     """Atomic (an interrupted run never leaves a truncated .npy behind), with the umask's permissions."""
     import numpy as np
@@ -57,18 +71,24 @@ def _save_npy(array, out: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from lmforge.convert import load_pretrained
     from lmforge.features import embed_texts, read_texts
+    from lmforge.nn.scalar_mix import ScalarMix
     from lmforge.tokenizers import require_model_tokenizer
 
     layers = parse_layers(args.layers)
+    mix_weights = parse_mix(args.scalar_mix)
     out = Path(args.out)
     if out.suffix != ".npy":
         raise ValueError(f"{out}: output must be a .npy file")
     texts = read_texts(args.input)  # before loading the model: a bad input fails fast
     model = load_pretrained(args.model).to(args.device)
     tokenizer = require_model_tokenizer(args.model, model.config.vocab_size)
+    scalar_mix = None
+    if mix_weights is not None:
+        count = len(layers) if layers is not None else model.backbone.num_hidden_states()
+        scalar_mix = ScalarMix(count, mix_weights or None, args.gamma, trainable=False)
     vectors = embed_texts(
         model, tokenizer, texts, pooling=args.pooling, layers=layers, batch_size=args.batch_size,
-        max_length=args.max_length, normalize=args.normalize, progress=sys.stderr.isatty(),
+        max_length=args.max_length, normalize=args.normalize, progress=sys.stderr.isatty(), scalar_mix=scalar_mix,
     )
     _save_npy(vectors, out)
     print(f"embedded {len(texts)} texts -> {out} {vectors.shape} float32", file=sys.stderr)

@@ -13,6 +13,7 @@ forward and backward states concatenated: `num_layers + 1` states of 2 x project
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -172,6 +173,21 @@ class ElmoBackbone(nn.Module):
     def shard_units(self) -> list[nn.Module]:
         return list(self.layers)
 
+    def inputs_for_tokenizer(self, tokenizer) -> Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]:
+        """What the backbone reads besides token ids, made from them (lmforge.features calls this):
+        each id's characters as the bilm objective spelt them in pre-training, padding tokens all 0."""
+        from lmforge.elmo_chars import tokenizer_char_table
+        from lmforge.tokenizers import special_tokens
+
+        width = self.config.max_characters_per_token
+        table = torch.from_numpy(tokenizer_char_table(tokenizer, special_tokens(tokenizer), width).astype("int64"))
+
+        def make(ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+            chars = table.to(ids.device)[ids] * mask.unsqueeze(-1).to(ids.dtype)  # (B, T, W)
+            return {"char_ids": chars}
+
+        return make
+
     # ------------------------------------------------------------------ forward
     def encode_tokens(self, char_ids: torch.Tensor) -> torch.Tensor:
         """(B, T, W) character ids -> (B, T, P) context-independent token vectors."""
@@ -179,7 +195,12 @@ class ElmoBackbone(nn.Module):
         return self.token_encoder(char_ids.reshape(B * T, W)).view(B, T, -1)
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                char_ids: torch.Tensor | None = None, output_hidden_states: bool = False) -> BackboneOutput:
+                token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False, *,
+                char_ids: torch.Tensor | None = None) -> BackboneOutput:
+        """The Transformer backbone's positional order (ids, mask, segments, output_hidden_states), so
+        callers that pass those positionally work unchanged; the characters come by keyword."""
+        if token_type_ids is not None:
+            raise ValueError("ELMo has no segment embeddings: token_type_ids must be None")
         if char_ids is None:
             raise ValueError("ELMo needs char_ids (B, T, max_characters_per_token) in the batch "
                              "(lmforge.elmo_chars.char_ids_for_tokens)")

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
-from lmforge.elmo_chars import BOS_TOKEN, EOS_TOKEN, char_table, vocabulary_strings
-from lmforge.objectives.base import ExampleRandom, document_end, pad_batch
+from lmforge.elmo_chars import tokenizer_char_table
+from lmforge.objectives.base import ExampleRandom, pad_batch
 from lmforge.objectives.clm import Blocks, CausalLM
 
 if TYPE_CHECKING:
@@ -49,13 +49,7 @@ def corpus_char_table(corpus: Corpus, width: int) -> np.ndarray:
     if not has_tokenizer(directory):
         raise FileNotFoundError(f"{directory}: objective bilm needs the tokenizer the data was prepared with "
                                 "(to spell each token); re-run `lmforge prepare`")
-    special = corpus.special
-    markers = {i: BOS_TOKEN for i in (special.bos, special.cls) if i is not None}
-    markers.update({i: EOS_TOKEN for i in (document_end(special),) if i is not None})
-    strings = vocabulary_strings(load_tokenizer(directory), markers)
-    if len(strings) < corpus.vocab_size:
-        raise ValueError(f"{directory}: tokenizer has {len(strings)} ids, the data uses {corpus.vocab_size}")
-    return char_table(strings[: corpus.vocab_size], width)
+    return tokenizer_char_table(load_tokenizer(directory), corpus.special, width, corpus.vocab_size)
 
 
 @dataclass(frozen=True)
