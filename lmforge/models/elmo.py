@@ -88,12 +88,14 @@ class BiLstmLayer(nn.Module):
         C = self.cells
         bias = self.bias + self.forget_offset  # TF's forget bias folded in once, not added per step
         gates_in = torch.baddbmm(bias.unsqueeze(1), x.reshape(D, B * T, -1), self.w_input)  # (2, B*T, 4C)
-        gates_in = gates_in.view(D, B, T, 4 * C)
+        # one view per step: unbind's backward stacks the step gradients once, where indexing
+        # gates_in[:, :, t] would scatter each into a zero-filled (2, B, T, 4C) tensor (T^2 traffic)
+        steps = gates_in.view(D, B, T, 4 * C).unbind(dim=2)
         h = x.new_zeros(D, B, self.w_projection.shape[-1])
         c = x.new_zeros(D, B, C)
         outputs = []
-        for t in range(T):
-            gates = torch.baddbmm(gates_in[:, :, t], h, self.w_hidden)  # (2, B, 4C)
+        for step in steps:
+            gates = torch.baddbmm(step, h, self.w_hidden)  # (2, B, 4C)
             sig = torch.sigmoid(gates)  # one kernel for i, f, o (j's quarter unused)
             i, _, f, o = sig.chunk(4, dim=-1)
             c = torch.addcmul(f * c, i, torch.tanh(gates[..., C:2 * C]))
