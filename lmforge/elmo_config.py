@@ -10,7 +10,7 @@ with their ELMo meaning: `hidden_size` is a layer's width, forward and backward 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # bilm-tf `UnicodeCharsVocabulary` / AllenNLP `ELMoCharacterMapper`: 256 byte values, then the
