@@ -81,7 +81,10 @@ class ExportSection:
 @dataclass(kw_only=True)
 class SystemSection:
     device: str = "auto"  # auto | cpu | cuda
-    precision: Literal["fp32", "bf16"] = "bf16"  # bf16 autocast applies on CUDA only
+    # bf16 = autocast over fp32 weights and AdamW state, on CUDA (Ampere+) or a CPU with AVX512-BF16/AMX
+    # (an error elsewhere, never a silent fp32 run); auto = bf16 on such a GPU, fp32 on CPU (why:
+    # lmforge.train.trainer.resolve_precision)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
     distributed: Literal["ddp", "fsdp"] = "ddp"  # under torchrun
     log_every: int = 10
