@@ -57,7 +57,7 @@ class Bench:
 
 
 BENCHES = {
-    "sst2": Bench("sst2", DATA / "glue" / "SST-2", {}, "dev accuracy >= 0.90, >= 1.5x faster than HF"),
+    "sst2": Bench("sst2", DATA / "glue" / "SST-2", {}, "dev accuracy >= 90.0, >= 1.5x faster than HF"),
     "mrpc": Bench("mrpc", DATA / "glue" / "MRPC", {}, "dev F1 / accuracy"),
     "stsb": Bench("stsb", DATA / "glue" / "STS-B", {}, "dev Pearson / Spearman"),
     "conll2003": Bench("ner", DATA / "conll2003", {}, "entity F1 on eng.testb >= 85 (epoch chosen on eng.testa)",
@@ -243,6 +243,7 @@ def main() -> int:
             ours = run_lmforge(name, args, Path(tmp) / "lmforge")
             theirs = None if args.skip_hf else run_hf(name, args, Path(tmp) / "hf")
         result = {"task": name, "target": BENCHES[name].target, "lmforge": ours, "hf": theirs,
+                  "metric_scale": "percent",
                   "settings": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                                "seed": args.seed, "eval_every": args.eval_every,
                                "select_best": args.select_best, "limit": args.limit, "eval_limit": args.eval_limit,

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from lmforge import gpt_finetuning
 from lmforge.config import is_lmforge_dir
+from lmforge.finetune_data import TASK_FILE, check_out_dir, read_splits
+from lmforge.finetune_defaults import recipe_for
 from lmforge.models import TaskModel, load_model, save_model
 from lmforge.models.task_model import load_state
 from lmforge.nn.init import init_weights
@@ -28,36 +32,59 @@ from lmforge.tasks.text import load_task_tokenizer, pad_id
 from lmforge.train.optim import build_optimizer, lr_factor, set_lr
 
 HEAD = "task"  # the name of the task head in a fine-tuned model's config.json
-TASK_FILE = "task.json"
 METRICS_FILE = "metrics.jsonl"
 
 
 @dataclass(kw_only=True)
 class FinetuneConfig:
+    """What `lmforge finetune` was asked for; None means the task type's recipe (finetune_defaults)."""
+
     task: str
     model: str
     data: str
     out: str
-    lr: float = 3e-5
-    batch_size: int = 32
-    epochs: float = 3.0
-    warmup_ratio: float = 0.1
+    lr: float | None = None
+    batch_size: int | None = None
+    epochs: float | None = None
+    warmup_ratio: float | None = None
     max_length: int | None = None  # None -> the task's default (128; SQuAD 384)
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     seed: int = 42
-    eval_every: int = 0  # steps between dev evaluations; 0 -> once per epoch
+    eval_every: int | None = None  # steps between dev evaluations; 0 -> once per epoch; None -> recipe
+    evals_per_epoch: int | None = None  # None -> the recipe's; used when eval_every is None
     select_best: bool = True  # keep the checkpoint with the best dev score, else the final one
+    dev_fraction: float = 0.1  # held out of a single --data file as dev (0: no dev, final model kept)
     eval_batch_size: int = 128
     limit: int | None = None  # use only the first N training examples (quick checks)
     eval_limit: int | None = None
     device: str = "auto"
     bf16: bool | None = None  # None -> on CUDA only
     progress: bool = True
+    overwrite: bool = False  # replace an earlier fine-tuning run in `out`
     options: TaskOptions = field(default_factory=TaskOptions)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def apply_recipe(cfg: FinetuneConfig, task: Task) -> FinetuneConfig:
+    """`cfg` with every value left at None taken from the recipe of the task's type."""
+    recipe = recipe_for(task.task_type)
+    return dataclasses.replace(
+        cfg, lr=recipe.lr if cfg.lr is None else cfg.lr,
+        batch_size=cfg.batch_size or recipe.batch_size, epochs=cfg.epochs or recipe.epochs,
+        warmup_ratio=recipe.warmup_ratio if cfg.warmup_ratio is None else cfg.warmup_ratio,
+        evals_per_epoch=cfg.evals_per_epoch or recipe.evals_per_epoch)
+
+
+def eval_interval(cfg: FinetuneConfig, steps_per_epoch: int) -> int:
+    """Steps between dev evaluations: --eval-every, or an epoch cut into evals_per_epoch parts."""
+    if cfg.eval_every:
+        return cfg.eval_every
+    if cfg.eval_every == 0:
+        return steps_per_epoch
+    return max(1, math.ceil(steps_per_epoch / (cfg.evals_per_epoch or 1)))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -133,15 +160,18 @@ def _autocast(device: torch.device, bf16: bool | None):
 
 
 def predict_logits(model: TaskModel, task: Task, encoded: Encoded, pad: int, batch_size: int,
-                   device: torch.device, bf16: bool | None = None) -> list[np.ndarray]:
-    """Per-feature logits in feature order; batches sorted by length so padding stays small."""
+                   device: torch.device, bf16: bool | None = None, progress: bool = False,
+                   desc: str = "predict") -> list[np.ndarray]:
+    """Per-feature logits in feature order; batches sorted by length so padding stays small.
+    `progress`: a tqdm bar with an ETA on stderr, cleared when done."""
     was_training = model.training
     model.eval()
     features = encoded.features
     order = sorted(range(len(features)), key=lambda i: feature_length(features[i]))
     out: list[np.ndarray | None] = [None] * len(features)
+    starts = range(0, len(order), batch_size)
     with torch.inference_mode(), _autocast(device, bf16):
-        for at in range(0, len(order), batch_size):
+        for at in tqdm(starts, desc=desc, unit="batch", leave=False, disable=not progress):
             chunk = order[at:at + batch_size]
             batch = task.collate([features[i] for i in chunk], pad)
             batch = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
@@ -153,12 +183,12 @@ def predict_logits(model: TaskModel, task: Task, encoded: Encoded, pad: int, bat
 
 
 def evaluate_examples(model: TaskModel, task: Task, examples: list[Any], tokenizer: Any, max_length: int,
-                      batch_size: int, device: torch.device, bf16: bool | None = None
+                      batch_size: int, device: torch.device, bf16: bool | None = None, progress: bool = False
                       ) -> tuple[list[Any], dict[str, float]]:
-    """Predictions and metrics for labelled examples."""
+    """Predictions and metrics (percent) for labelled examples."""
     labels = label_names_of(model)
     encoded = task.encode(examples, tokenizer, max_length, labels, train=False)
-    logits = predict_logits(model, task, encoded, pad_id(tokenizer), batch_size, device, bf16)
+    logits = predict_logits(model, task, encoded, pad_id(tokenizer), batch_size, device, bf16, progress, "dev")
     predictions = task.decode(examples, encoded, logits, labels)
     return predictions, task.metrics(examples, predictions)
 
@@ -192,38 +222,36 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     set_seed(cfg.seed)
     device = resolve_device(cfg.device)
     task = get_task(cfg.task, cfg.options)
+    cfg = apply_recipe(cfg, task)
     max_length = cfg.max_length or default_max_length(cfg.task)
-    data = Path(cfg.data)
     out = Path(cfg.out)
+    check_out_dir(out, cfg.overwrite)
 
-    train_examples = task.read(data, "train")[: cfg.limit]
-    dev_examples = None
-    try:
-        dev_examples = task.read(data, "dev")[: cfg.eval_limit]
-    except FileNotFoundError:
-        if data.is_dir() or cfg.options.dev_file or cfg.options.eval_articles:
-            raise
+    splits = read_splits(task, cfg)
+    train_examples, dev_examples = splits.train, splits.dev
     labels = task.label_names(train_examples)
     model_dir = Path(cfg.model)
     tokenizer = load_task_tokenizer(model_dir)
     model = load_backbone_with_head(model_dir, task.head_spec(labels)).to(device)
+    model, tokenizer, task = gpt_finetuning.adapt(model, tokenizer, task, HEAD)  # decoders: GPT-1 §3.3
     if max_length > model.config.max_position_embeddings - model.config.position_offset:
         raise ValueError(f"--max-length {max_length} exceeds the model's positions")
     encoded = task.encode(train_examples, tokenizer, max_length, labels, train=True)
     features = encoded.features
     if not features:
-        raise ValueError(f"{data}: no training features")
+        raise ValueError(f"{cfg.data}: no training features")
     pad = pad_id(tokenizer)
     lengths = [feature_length(f) for f in features]
 
     rng = random.Random(cfg.seed)
     steps_per_epoch = math.ceil(len(features) / cfg.batch_size)
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
-    eval_every = cfg.eval_every or steps_per_epoch
+    eval_every = eval_interval(cfg, steps_per_epoch)
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "args.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    (out / "args.json").write_text(json.dumps({**cfg.to_dict(), "task_type": task.task_type,
+                                               "eval_every_steps": eval_every}, indent=2) + "\n")
     metrics_path = out / METRICS_FILE
     metrics_path.write_text("")
     history: list[dict[str, Any]] = []
@@ -241,10 +269,11 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         for indices in length_grouped_batches(lengths, cfg.batch_size, rng):
             if step >= total_steps:
                 break
-            batch = _to_device(task.collate([features[i] for i in indices], pad), device)
+            batch = gpt_finetuning.with_lm_labels(model, _to_device(task.collate([features[i] for i in indices], pad),
+                                                                   device))
             set_lr(optimizer, cfg.lr, lr_factor(step / total_steps, cfg.warmup_ratio, "linear"))
             with _autocast(device, cfg.bf16):
-                loss = model(**batch, heads=(HEAD,)).loss
+                loss = model(**batch).loss  # the task head (+ GPT-1's auxiliary LM head)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss is {loss.item()} at step {step}; lower --lr")
             optimizer.zero_grad(set_to_none=True)
@@ -260,9 +289,9 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
             bar.set_postfix(loss=f"{value:.4f}")
             if dev_examples is not None and (step % eval_every == 0 or step == total_steps):
                 _, scores = evaluate_examples(model, task, dev_examples, tokenizer, max_length,
-                                              cfg.eval_batch_size, device, cfg.bf16)
+                                              cfg.eval_batch_size, device, cfg.bf16, progress=cfg.progress)
                 log({"kind": "eval", "step": step, "epoch": step / steps_per_epoch, **scores})
-                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()), file=sys.stderr)
                 score = scores[task.main_metric]
                 if best_score is None or score > best_score:
                     best_score, best_step, best_metrics = score, step, scores
@@ -272,18 +301,37 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     train_seconds = time.perf_counter() - start
 
     final_metrics = history[-1] if history and history[-1]["kind"] == "eval" else None
-    if cfg.select_best and best_state is not None:
+    final = {"step": step, **({k: v for k, v in final_metrics.items() if k not in ("kind", "epoch")}
+                              if final_metrics else {})}
+    selected = best_state is not None
+    if selected:
         model.load_state_dict(best_state)
-        chosen = {"step": best_step, **(best_metrics or {})}
-    else:
-        chosen = {"step": step, **({k: v for k, v in final_metrics.items() if k not in ("kind", "epoch")}
-                                   if final_metrics else {})}
+    chosen = {"step": best_step, **(best_metrics or {})} if selected else final
+    gpt_finetuning.drop_aux_head(model)
     save_model(model.to("cpu"), out, tokenizer)
-    (out / TASK_FILE).write_text(json.dumps({"task": cfg.task, "max_length": max_length,
-                                             "options": task.options.to_dict()}, indent=2) + "\n")
+    (out / TASK_FILE).write_text(json.dumps({"task": cfg.task, "task_name": task.name, "max_length": max_length,
+                                             "options": task.options.to_dict(), "holdout": splits.holdout},
+                                            indent=2) + "\n")
     plot_history(history, task.main_metric, out / "training.png")
-    summary = {"task": task.name, "train_examples": len(train_examples), "train_features": len(features),
+    evaluations = sum(r["kind"] == "eval" for r in history)
+    summary = {"task": task.name, "task_type": task.task_type,
+               "hyperparameters": {"lr": cfg.lr, "batch_size": cfg.batch_size, "epochs": cfg.epochs,
+                                   "warmup_ratio": cfg.warmup_ratio, "eval_every_steps": eval_every},
+               "train_examples": len(train_examples), "train_features": len(features),
                "steps": step, "train_seconds": train_seconds, "main_metric": task.main_metric,
-               "selected": chosen, "dev_examples": len(dev_examples) if dev_examples is not None else 0}
+               "metric_scale": "percent", "selected": chosen, "final": final,
+               "dev_examples": len(dev_examples) if dev_examples is not None else 0, "dev_source": splits.dev_source,
+               "selection": selection_note(selected, evaluations, task.main_metric, best_step, step)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def selection_note(selected: bool, evaluations: int, metric: str, best_step: int | None, step: int) -> str:
+    """What the reported dev score means: picked on dev (optimistic), or the final model's."""
+    if selected:
+        return (f"the model of step {best_step} was kept: the best {metric} of {evaluations} dev evaluations; "
+                "dev was used for selection, so its score is optimistic (score a separate split for a "
+                "clean estimate)")
+    if evaluations:
+        return f"the final model (step {step}) was kept; dev was not used for selection"
+    return f"the final model (step {step}) was kept; no dev examples were scored"

@@ -48,6 +48,7 @@ class GenerationConfig:
     pad_token_id: int | None = None  # fills finished rows; None -> eos, else 0
     decoder_start_token_id: int | None = None  # encoder-decoders: the first decoder input
     seed: int = 0
+    use_cache: bool = True  # False: re-run the whole sequence each step (for benchmarks and checks)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -99,8 +100,9 @@ class Stepper:
         self.backbone = model.backbone
         self.head = lm_head(model)
         self.seq2seq = hasattr(self.backbone, "encode")
-        self.cache = KVCache(capacity=total)
+        self.cache = KVCache(capacity=total) if config.use_cache else None
         rows = input_ids.shape[0]
+        self.fed = input_ids.new_zeros(rows, 0)  # without a cache: every token fed so far
         self.mask = attention_mask.new_zeros(rows, 0)  # every position fed so far, 1 = real
         self.count = attention_mask.new_zeros(rows, 1)  # real tokens fed so far
         if self.seq2seq:
@@ -122,6 +124,9 @@ class Stepper:
         else:
             positions = self.count
         self.count = self.count + new_mask.sum(-1, keepdim=True)
+        if self.cache is None:  # no cache: the whole sequence again, every step
+            self.fed = torch.cat([self.fed, tokens], dim=1)
+            tokens, positions = self.fed, (self.mask.cumsum(-1) - 1).clamp(min=0)
         if self.seq2seq:
             out = self.backbone.decode(tokens, self.encoded, self.mask, cache=self.cache, position_ids=positions)
         else:
@@ -133,7 +138,9 @@ class Stepper:
         return self.logits(self.first, self.first_mask)
 
     def reorder(self, index: torch.Tensor) -> None:
-        self.cache.reorder(index)
+        if self.cache is not None:
+            self.cache.reorder(index)
+        self.fed = self.fed.index_select(0, index)
         self.mask = self.mask.index_select(0, index)
         self.count = self.count.index_select(0, index)
         if self.seq2seq:

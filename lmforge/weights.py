@@ -7,13 +7,13 @@ other than tensors and plain containers. Nothing here ever unpickles arbitrary c
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from lmforge.atomic import atomic_path
 
 
 class UnsafeCheckpointError(ValueError):
@@ -55,13 +55,7 @@ def unique_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def save_weights(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """Write atomically: a crash leaves the old file or the new one, never half of one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(unique_tensors(state), tmp, metadata=metadata or {"format": "pt"})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write atomically (a crash leaves the old file or the new one, never half of one), with the
+    permissions the user's umask gives, not mkstemp's 0600."""
+    with atomic_path(path) as tmp:
+        save_file(unique_tensors(state), str(tmp), metadata=metadata or {"format": "pt"})

@@ -102,6 +102,16 @@ def test_beam_search_equals_transformers(family, length_penalty, tmp_path):
     assert got == hf_generate(hf, ids, mask, 10, eos, num_beams=3, length_penalty=length_penalty)
 
 
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+def test_generation_without_cache_equals_generation_with_cache(strategy, tmp_path):
+    _, ours = hf_decoder("gpt2", tmp_path)
+    ids, mask = prompts()
+    config = GenerationConfig(strategy=strategy, num_beams=2, max_new_tokens=9)
+    cached = generate(ours, ids, mask, config).tokens
+    config.use_cache = False
+    assert generate(ours, ids, mask, config).tokens == cached
+
+
 def test_a_padded_prompt_generates_what_it_generates_alone(tmp_path):
     _, ours = hf_decoder("gpt2", tmp_path)
     ids, mask = prompts()
@@ -148,3 +158,90 @@ def test_bad_requests_are_refused(tmp_path):
         generate(ours, ids, mask, GenerationConfig(max_new_tokens=80))
     with pytest.raises(ValueError, match="empty prompt"):
         generate(ours, ids, torch.zeros_like(mask), GenerationConfig())
+
+
+# ------------------------------------------------------------------------------------- the CLI
+def gpt2_model_dir(tmp_path, shared_data):
+    """A tiny random GPT-2 with a byte-level BPE tokenizer trained on tiny Shakespeare."""
+    from lmforge.config import ModelConfig
+    from lmforge.models import TaskModel, save_model
+    from lmforge.tokenizers import special_tokens, train_tokenizer
+
+    corpus = shared_data("tinyshakespeare", "input.txt")
+    tokenizer = train_tokenizer("bpe", [corpus], 300, family="gpt2")
+    eos = special_tokens(tokenizer).eos
+    config = ModelConfig.from_name("gpt2", hidden_size=32, num_layers=2, num_heads=4, max_position_embeddings=64,
+                                   vocab_size=tokenizer.get_vocab_size())
+    model = TaskModel(config, {"lm": {"kind": "clm"}})
+    save_model(model, tmp_path / "gpt", tokenizer)
+    return tmp_path / "gpt", tokenizer, eos
+
+
+def test_cli_generates_jsonl_and_streams_one_prompt(tmp_path, shared_data, capsys):
+    import json
+
+    from lmforge.cli.main import main
+
+    model_dir, tokenizer, _ = gpt2_model_dir(tmp_path, shared_data)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\nAll:\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["generate", "--model", str(model_dir), "--input", str(prompts), "--out", str(out),
+                 "--max-new-tokens", "7", "--batch-size", "2"]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["prompt"] for r in records] == ["First Citizen:", "Before we proceed any further, hear me speak.", "All:"]
+    for record in records:
+        assert 1 <= len(record["tokens"]) <= 7
+        assert record["text"] == tokenizer.decode(record["tokens"], skip_special_tokens=True)
+    # batched (left-padded) prompts generate what each generates alone
+    alone = tmp_path / "alone.jsonl"
+    assert main(["generate", "--model", str(model_dir), "--prompt", "All:", "--out", str(alone),
+                 "--max-new-tokens", "7"]) == 0
+    assert json.loads(alone.read_text())["tokens"] == records[2]["tokens"]
+    streamed = capsys.readouterr().out
+    assert records[2]["text"] in streamed
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--top-p", "0"], "top_p"),
+    (["--num-beams", "0", "--strategy", "beam"], "num_beams"),
+    (["--max-new-tokens", "100"], "positions"),
+    (["--prompt", " "], "empty prompt"),
+])
+def test_cli_refuses_bad_requests_in_one_line(tmp_path, shared_data, capsys, args, message):
+    from lmforge.cli.main import main
+
+    model_dir, _, _ = gpt2_model_dir(tmp_path, shared_data)
+    base = ["generate", "--model", str(model_dir)]
+    if "--prompt" not in args:
+        base += ["--prompt", "All:"]
+    assert main(base + args) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_refuses_a_model_without_a_decoder(tmp_path, capsys):
+    from lmforge.cli.main import main
+    from lmforge.config import ModelConfig
+    from lmforge.models import TaskModel, save_model
+
+    save_model(TaskModel(ModelConfig.from_name("bert-tiny", vocab_size=50), {"mlm": {"kind": "mlm"}}), tmp_path)
+    assert main(["generate", "--model", str(tmp_path), "--prompt", "hello"]) == 2
+    assert "causal LM head" in capsys.readouterr().err
+
+
+def test_export_carries_special_ids_inside_the_vocabulary(tmp_path, shared_data):
+    import json
+
+    from lmforge.cli.main import main
+
+    model_dir, tokenizer, eos = gpt2_model_dir(tmp_path, shared_data)
+    assert main(["convert", "--to-hf", str(model_dir), "--out", str(tmp_path / "hf")]) == 0
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    vocab = tokenizer.get_vocab_size()
+    assert config["eos_token_id"] == eos and config["bos_token_id"] == eos < vocab  # not GPT-2's 50256
+    assert config["pad_token_id"] == eos  # GPT-2 pads with <|endoftext|>: batched classification finds the end
+    generation = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == eos
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    assert hf.generation_config.eos_token_id == eos

@@ -23,6 +23,7 @@ from lmforge.tokenizers import (
     train_tokenizer,
     write_hf_tokenizer_files,
 )
+from lmforge.tokenizers.corpus import CorpusStats
 
 transformers = pytest.importorskip("transformers")
 
@@ -242,15 +243,13 @@ def test_bad_corpus_files_name_file_and_problem(tmp_path):
     binary.write_bytes(b"\x00\x01\x02weights" * 10)
     with pytest.raises(ValueError, match="model.bin: looks binary"):
         check_corpus_file(binary)
+    # invalid UTF-8 is not refused: replaced and counted, as `lmforge prepare` does
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes(b"fine\nstill fine\ncaf\xe9\n")
-    with pytest.raises(ValueError, match="latin1.txt: line 3: not UTF-8"):
-        check_corpus_file(latin1)
-    late = tmp_path / "late.txt"
-    late.write_bytes(b"ok\n" * 5000 + b"caf\xe9\n")
-    check_corpus_file(late)  # only the head is sniffed; the bad line surfaces while streaming
-    with pytest.raises(ValueError, match="late.txt: line 5001: not UTF-8"):
-        list(iter_lines([late]))
+    check_corpus_file(latin1)
+    stats = CorpusStats()
+    assert list(iter_lines([latin1], stats=stats)) == ["fine", "still fine", "caf\ufffd"]
+    assert stats.invalid_utf8_lines == 1 and stats.examples == [f"{latin1}:3: invalid UTF-8 at byte 3; replaced with U+FFFD"]
     with pytest.raises(ValueError, match="fake.gz: cannot read"):
         (tmp_path / "fake.gz").write_bytes(b"not gzip at all")
         check_corpus_file(tmp_path / "fake.gz")

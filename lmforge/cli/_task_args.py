@@ -3,12 +3,38 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
-from lmforge.tasks import TASK_NAMES, TaskOptions
+from lmforge.tasks import TASK_NAMES, Task, TaskOptions, get_task
 
 
-def add_task_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", required=True, help=f"one of: {', '.join(TASK_NAMES)}")
+def bounded(kind: type, least: float | None = None, above: float | None = None,
+            below: float | None = None) -> Callable[[str], float]:
+    """An argparse `type` that converts and range-checks (least <= x, above < x, x < below), so that
+    `--limit -5` is a usage error (exit 2) instead of a run on all but five examples."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if least is not None and value < least:
+            raise argparse.ArgumentTypeError(f"{value} must be >= {least}")
+        if above is not None and value <= above:
+            raise argparse.ArgumentTypeError(f"{value} must be > {above}")
+        if below is not None and value >= below:
+            raise argparse.ArgumentTypeError(f"{value} must be < {below}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def add_task_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """`required=False` (evaluate, predict): the task comes from the run's task.json; --task is checked."""
+    parser.add_argument("--task", required=required,
+                        help=f"one of: {', '.join(TASK_NAMES)}" + ("" if required else
+                                                                   " (default: the task the run was trained on)"))
     group = parser.add_argument_group("data reading (defaults: as the benchmark ships)")
     group.add_argument("--text-column", help="generic classification: column with the text")
     group.add_argument("--text-pair-column", help="generic classification: column with the second text")
@@ -18,10 +44,10 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--format", choices=("tsv", "csv", "jsonl"), help="generic data: file format")
     group.add_argument("--tag-column", type=int, help="CoNLL: column of the tag (default last)")
     group.add_argument("--tag-scheme", choices=("auto", "iob1", "iob2"), help="CoNLL tag scheme")
-    group.add_argument("--doc-stride", type=int, help="QA: window step in tokens (128)")
-    group.add_argument("--max-query-length", type=int, help="QA: question tokens kept (64)")
-    group.add_argument("--n-best", type=int, help="QA: start/end candidates searched (20)")
-    group.add_argument("--max-answer-length", type=int, help="QA: longest answer in tokens (30)")
+    group.add_argument("--doc-stride", type=bounded(int, least=1), help="QA: window step in tokens (128)")
+    group.add_argument("--max-query-length", type=bounded(int, least=1), help="QA: question tokens kept (64)")
+    group.add_argument("--n-best", type=bounded(int, least=1), help="QA: start/end candidates searched (20)")
+    group.add_argument("--max-answer-length", type=bounded(int, least=1), help="QA: longest answer in tokens (30)")
     group.add_argument("--null-score-threshold", type=float, help="SQuAD v2: null-vs-span margin (0.0)")
     group.add_argument("--train-articles", help="QA: slice of articles used for training, e.g. 0:40")
     group.add_argument("--eval-articles", help="QA: slice of articles used for evaluation, e.g. -8:")
@@ -42,3 +68,15 @@ def task_options(args: argparse.Namespace, base: dict | None = None) -> TaskOpti
         if value is not None:
             setattr(options, name, value)
     return options
+
+
+def saved_task(args: argparse.Namespace, saved: dict) -> Task:
+    """The task a run was fine-tuned on (its task.json), with its reading options; a --task naming another
+    task is refused, since the head's labels mean nothing there."""
+    trained = saved.get("task")
+    if trained is None:
+        raise ValueError(f"{args.model}: task.json names no task")
+    if args.task is not None and get_task(args.task).name != get_task(trained).name:
+        raise ValueError(f"{args.model} was fine-tuned for {trained!r}, not {args.task!r}; "
+                         "drop --task or fine-tune a model for it")
+    return get_task(trained, task_options(args, saved.get("options")))

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from lmforge.features import POOLINGS, embed_texts, read_texts
-from lmforge.tokenizers import load_tokenizer
+POOLINGS = ("mean", "cls", "last")  # lmforge.features.POOLINGS (not imported here: --help stays fast)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,21 +43,21 @@ def parse_layers(text: str | None) -> list[int] | None:
     return layers
 
 
-def _save_npy(array: np.ndarray, out: Path) -> None:
-    """Atomic: an interrupted run never leaves a truncated .npy behind."""
+def _save_npy(array, out: Path) -> None:
+    """Atomic (an interrupted run never leaves a truncated .npy behind), with the umask's permissions."""
+    import numpy as np
+
+    from lmforge.atomic import atomic_path
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, array)
 
 
 def run(args: argparse.Namespace) -> int:
     from lmforge.convert import load_pretrained
+    from lmforge.features import embed_texts, read_texts
+    from lmforge.tokenizers import require_model_tokenizer
 
     layers = parse_layers(args.layers)
     out = Path(args.out)
@@ -70,11 +65,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{out}: output must be a .npy file")
     texts = read_texts(args.input)  # before loading the model: a bad input fails fast
     model = load_pretrained(args.model).to(args.device)
-    tokenizer = load_tokenizer(args.model)
-    vocab = model.config.vocab_size
-    if tokenizer.get_vocab_size() > vocab:
-        raise ValueError(f"{args.model}: tokenizer has {tokenizer.get_vocab_size()} tokens but the model "
-                         f"only {vocab} embeddings; tokenizer and model do not belong together")
+    tokenizer = require_model_tokenizer(args.model, model.config.vocab_size)
     vectors = embed_texts(
         model, tokenizer, texts, pooling=args.pooling, layers=layers, batch_size=args.batch_size,
         max_length=args.max_length, normalize=args.normalize, progress=sys.stderr.isatty(),

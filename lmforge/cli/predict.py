@@ -4,42 +4,45 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from lmforge.cli._task_args import add_task_arguments, task_options
+from lmforge.cli._task_args import add_task_arguments, bounded, saved_task
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("predict", help="predict with a fine-tuned model, one JSON line per input")
-    add_task_arguments(p)
+    add_task_arguments(p, required=False)
     p.add_argument("--model", required=True, help="run directory written by `lmforge finetune`")
     p.add_argument("--input", required=True, help="file in the task's format (labels optional)")
     p.add_argument("--out", required=True, help="JSONL file to write")
-    p.add_argument("--max-length", type=int)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--max-length", type=bounded(int, least=8), help="default: the run's")
+    p.add_argument("--batch-size", type=bounded(int, least=1), default=128, help="default: %(default)s")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from lmforge import gpt_finetuning
     from lmforge.finetune import label_names_of, load_finetuned, predict_logits, resolve_device
-    from lmforge.tasks import get_task
     from lmforge.tasks.text import load_task_tokenizer, pad_id
 
     model, saved = load_finetuned(args.model)
-    task = get_task(args.task, task_options(args, saved.get("options")))
+    task = gpt_finetuning.task_for(model, saved_task(args, saved))
     examples = task.read_inputs(Path(args.input))
     device = resolve_device(args.device)
     tokenizer = load_task_tokenizer(args.model)
     labels = label_names_of(model)
     encoded = task.encode(examples, tokenizer, args.max_length or saved.get("max_length", 128), labels,
                           train=False)
-    logits = predict_logits(model.to(device), task, encoded, pad_id(tokenizer), args.batch_size, device)
+    logits = predict_logits(model.to(device), task, encoded, pad_id(tokenizer), args.batch_size, device,
+                            progress=not args.no_progress)
     predictions = task.decode(examples, encoded, logits, labels)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as handle:
         for example, prediction in zip(examples, predictions):
             handle.write(json.dumps(task.prediction_record(example, prediction), ensure_ascii=False) + "\n")
-    print(f"wrote {len(predictions)} predictions to {out}")
+    print(f"wrote {len(predictions)} predictions to {out}", file=sys.stderr)
     return 0

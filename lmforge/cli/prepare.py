@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from lmforge.data.prepare import PrepareConfig, prepare, summary_lines
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("prepare", help="tokenize raw text into memory-mapped shards", description=__doc__)
@@ -31,6 +29,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lmforge.data.prepare import PrepareConfig, prepare, summary_lines
+
     manifest = prepare(
         PrepareConfig(
             tokenizer=args.tokenizer,

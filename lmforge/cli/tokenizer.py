@@ -14,6 +14,7 @@ from lmforge.tokenizers import (
     train_tokenizer,
     write_hf_tokenizer_files,
 )
+from lmforge.tokenizers.corpus import CorpusStats
 from lmforge.tokenizers.families import default_family
 
 
@@ -55,12 +56,17 @@ def run(args: argparse.Namespace) -> int:
     if args.vocab_size < 1:
         raise ValueError(f"--vocab-size must be positive, got {args.vocab_size}")
     family = args.family or default_family(args.kind)
+    stats = CorpusStats()
     tokenizer = train_tokenizer(
         args.kind, args.corpus, args.vocab_size, lowercase=args.lowercase, strip_accents=args.strip_accents,
         family=family, min_frequency=args.min_frequency, limit_alphabet=args.limit_alphabet,
-        model_max_length=args.max_length, show_progress=sys.stderr.isatty(),
+        model_max_length=args.max_length, show_progress=sys.stderr.isatty(), stats=stats,
     )
     out = write_hf_tokenizer_files(tokenizer, Path(args.out), family)
     print(f"{args.kind} tokenizer ({family}), vocab {tokenizer.get_vocab_size()}, "
           f"specials {special_tokens(tokenizer)} -> {out}", file=sys.stderr)
+    print(f"read {stats.lines} lines; {stats.invalid_utf8_lines} lines with invalid UTF-8 (replaced with U+FFFD)",
+          file=sys.stderr)
+    for note in stats.examples:
+        print(f"  {note}", file=sys.stderr)
     return 0

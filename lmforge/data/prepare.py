@@ -4,15 +4,21 @@ The main process reads and chunks records, a Pool of workers encodes chunks (enc
 the main process writes results back in submission order. At most 2 * workers chunks are in
 flight, so memory stays bounded; because order is kept and the train/valid choice is a hash of
 (seed, document number), the output is byte-identical for any worker count.
+
+Everything is written into a temporary sibling of `--out` that replaces it only when complete, so
+an error or a kill at any moment leaves the previous prepared data as it was. The result holds a
+copy of the tokenizer (`tokenizer/`), which `lmforge pretrain` ships with the model it trains.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing as mp
 import os
 import shutil
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -32,8 +38,12 @@ from lmforge.data.encode import (
 )
 from lmforge.data.reader import ReadStats, expand_inputs, read_records, sniff
 from lmforge.data.shards import _SplitWriter, token_dtype
+from lmforge.tokenizers import copy_tokenizer_files, vocab_fingerprint
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+TOKENIZER_DIR = "tokenizer"  # the copy of the tokenizer inside a prepared folder
 FORMAT_VERSION = 1
 
 
@@ -150,20 +160,28 @@ def prepare(config: PrepareConfig) -> dict:
     """Run the whole pipeline; returns the manifest (also written to <out>/manifest.json)."""
     tok_path = tokenizer_file(config.tokenizer)
     tok = load_tokenizer(config.tokenizer)
-    vocab_size = tok.get_vocab_size(with_added_tokens=True)
-    dtype = token_dtype(vocab_size)
-    special = special_tokens(tok)
     train_files = expand_inputs(config.inputs)
     valid_files = expand_inputs(config.valid) if config.valid else []
     for path in train_files + valid_files:
         sniff(path)  # refuse binary files before any work is done
     out = Path(config.out)
-    if (out / MANIFEST).exists() or any((out / s).exists() for s in ("train", "valid")):
-        for split in ("train", "valid"):
-            shutil.rmtree(out / split, ignore_errors=True)
-        (out / MANIFEST).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    check_out(out)
+    work = _work_dir(out)
+    log.info("writing into %s; it replaces %s when complete", work, out)
+    try:
+        manifest = _prepare_into(work, config, tok, tok_path, train_files, valid_files)
+        _replace(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return manifest
 
+
+def _prepare_into(out: Path, config: PrepareConfig, tok, tok_path: Path, train_files: list[Path],
+                  valid_files: list[Path]) -> dict:
+    vocab_size = tok.get_vocab_size(with_added_tokens=True)
+    dtype = token_dtype(vocab_size)
+    special = special_tokens(tok)
     splits = ["train"] + (["valid"] if config.valid_fraction or valid_files else [])
     writers = {s: _SplitWriter(out / s, dtype, config.shard_tokens) for s in splits}
     router = _Router(writers, config.valid_fraction, config.seed)
@@ -191,9 +209,13 @@ def prepare(config: PrepareConfig) -> dict:
             f"skipped: {stats.empty_files} empty files, {stats.empty_documents} empty documents, "
             f"{stats.bad_jsonl_rows} bad JSONL rows"
         )
+    copy_tokenizer_files(config.tokenizer, out / TOKENIZER_DIR)
     manifest = dict(
         format_version=FORMAT_VERSION,
-        tokenizer=dict(path=str(tok_path), sha256=file_sha256(tok_path)),
+        # `dir` is the copy beside the data; `path` where it came from; vocab_sha256 identifies it
+        # whatever its file's bytes (lmforge.tokenizers.vocab_fingerprint)
+        tokenizer=dict(dir=TOKENIZER_DIR, path=str(tok_path.resolve()), sha256=file_sha256(tok_path),
+                       vocab_sha256=vocab_fingerprint(tok)),
         vocab_size=vocab_size,
         dtype=dtype.name,
         special_tokens=special.to_dict(),
@@ -203,10 +225,55 @@ def prepare(config: PrepareConfig) -> dict:
         seconds=round(elapsed, 3),
         mb_per_s=round(stats.bytes / 1e6 / max(elapsed, 1e-9), 3),
     )
-    tmp = out / f".{MANIFEST}.{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, out / MANIFEST)  # the manifest appears last: its presence means "complete"
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))  # last: its presence means "complete"
     return manifest
+
+
+def check_out(out: Path) -> None:
+    """`--out` may be new, empty, or earlier prepared data (replaced); anything else is refused,
+    so a typo never deletes an unrelated folder."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: --out exists and is not a directory; name a folder for the prepared data")
+    if out.is_dir() and not (out / MANIFEST).is_file() and any(out.iterdir()):
+        raise ValueError(f"{out}: --out is a non-empty folder that is not prepared data (no {MANIFEST}); "
+                         f"choose a new or empty folder")
+
+
+def _work_dir(out: Path) -> Path:
+    """A fresh temporary sibling of `out`; leftovers of killed runs (their process gone) are removed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in sorted(out.parent.glob(f".{out.name}.tmp-*")):
+        pid = stale.name.rsplit("-", 2)[-2]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        if stale.name.endswith("-old") and not out.exists() and (stale / MANIFEST).is_file():
+            os.rename(stale, out)  # killed between the two renames of _replace: put the old data back
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
+    work = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    work.mkdir()
+    return work
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        pass
+    return True
+
+
+def _replace(work: Path, out: Path) -> None:
+    """Put the finished `work` folder at `out`: the old data is moved aside, then deleted."""
+    if not out.exists():
+        os.rename(work, out)
+        return
+    old = out.parent / f".{out.name}.tmp-{os.getpid()}-old"
+    os.rename(out, old)
+    os.rename(work, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def summary_lines(manifest: dict) -> list[str]:

@@ -1,9 +1,9 @@
-"""Streaming raw-text readers: files/globs (plain or .gz) -> (starts_document, text) records.
+"""Streaming raw-text readers: files/globs (plain, .gz or .zst) -> (starts_document, text) records.
 
 Everything streams line by line with a bounded read size, so a 10 MB line or a 100 GB corpus
 never sits in memory whole. Problems that can be skipped (bad UTF-8, empty files, empty documents,
 malformed JSONL rows) are counted in `ReadStats`; problems that cannot (binary files, missing
-files) raise a ValueError/FileNotFoundError naming the file.
+files, a compressed file cut short) raise a ValueError/FileNotFoundError naming the file.
 """
 
 from __future__ import annotations
@@ -78,21 +78,84 @@ def expand_inputs(patterns: list[str]) -> list[Path]:
     return files
 
 
-def _open_binary(path: Path) -> IO[bytes]:
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def open_binary(path: str | Path) -> IO[bytes]:
+    """The file's bytes, decompressed when it is gzip or zstd (recognised by magic bytes, not name;
+    zstd needs the optional `zstandard` package). A .gz/.zst name on other data is refused."""
+    path = Path(path)
     raw = open(path, "rb")
-    if raw.read(2) == b"\x1f\x8b":
-        raw.seek(0)
-        return gzip.GzipFile(fileobj=raw, mode="rb")
+    magic = raw.read(4)
     raw.seek(0)
+    if magic[:2] == GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if magic == ZSTD_MAGIC:
+        try:
+            return io.BufferedReader(_ZstdReader(raw))
+        except ImportError:
+            raw.close()
+            raise ValueError(f"{path}: zstd-compressed; install the `zstandard` package "
+                             f"(pip install zstandard) to read it") from None
+    suffix = path.suffix.lower()
+    if suffix in (".gz", ".zst", ".zstd"):
+        raw.close()
+        raise ValueError(f"{path}: cannot read: named {suffix} but is not {'gzip' if suffix == '.gz' else 'zstd'} data")
     return raw
+
+
+class _ZstdReader(io.RawIOBase):
+    """Decompressed bytes of a zstd file (concatenated frames too). Unlike zstandard's stream_reader
+    it raises EOFError when the file ends inside a frame, as gzip does, so a cut-off .zst is an error."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        import zstandard
+
+        self._raw, self._new = raw, zstandard.ZstdDecompressor().decompressobj
+        self._frame, self._pending, self._in_frame = self._new(), b"", False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            data = self._raw.read(1 << 20)
+            if not data:
+                if self._in_frame:
+                    raise EOFError("zstd file ended before the end of its frame")
+                return 0
+            while data:
+                if self._frame.eof:  # the next frame of a multi-frame file
+                    self._frame = self._new()
+                self._pending += self._frame.decompress(data)
+                self._in_frame = not self._frame.eof
+                data = self._frame.unused_data if self._frame.eof else b""
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def read_error(path: Path, lineno: int, err: BaseException) -> ValueError:
+    """One line for a file that cannot be read to its end (a .gz cut short, a bad CRC, a disk error)."""
+    kind = "truncated or corrupt compressed file" if not isinstance(err, PermissionError) else "unreadable"
+    detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return ValueError(f"{path}: {kind}: reading stopped after line {lineno} ({detail})")
 
 
 def sniff(path: Path) -> bytes:
     """The first block of decompressed bytes; refuses binary files (NUL bytes) by name."""
     try:
-        with _open_binary(path) as fh:
+        with open_binary(path) as fh:
             head = fh.read(SNIFF_BYTES)
-    except (OSError, EOFError) as err:
+    except ValueError:
+        raise
+    except Exception as err:  # noqa: BLE001 - OSError, EOFError, zlib/zstd errors: a truncated or fake archive
         raise ValueError(f"{path}: cannot read ({err})") from None
     if b"\x00" in head:
         raise ValueError(f"{path}: looks like a binary file (NUL bytes in the first {SNIFF_BYTES} bytes); refusing it")
@@ -119,7 +182,10 @@ def _read_lines(fh: IO[bytes], path: Path, stats: ReadStats) -> Iterator[tuple[i
     carry = b""
     continuing = False
     while True:
-        chunk = fh.readline(READ_LIMIT)
+        try:
+            chunk = fh.readline(READ_LIMIT)
+        except Exception as err:  # noqa: BLE001 - EOFError, BadGzipFile, zlib.error, zstd errors
+            raise read_error(path, lineno, err) from None
         if not chunk and not carry:
             return
         stats.bytes += len(chunk)
@@ -181,7 +247,7 @@ def read_records(
         kind = detect_format(path, head) if fmt == "auto" else fmt
         if kind == "bert" and detect_format(path, head) == "wikitext":
             kind = "wikitext"  # titles, not blank lines, delimit WikiText articles
-        with _open_binary(path) as fh:
+        with open_binary(path) as fh:
             yield from _records(kind, _read_lines(fh, path, stats), path, text_field, stats)
 
 
@@ -265,4 +331,4 @@ def _jsonl_text(line: str, lineno: int, path: Path, text_field: str, stats: Read
     return row[text_field]
 
 
-__all__ = ["ReadStats", "expand_inputs", "read_records", "sniff", "detect_format", "io"]
+__all__ = ["ReadStats", "expand_inputs", "open_binary", "read_error", "read_records", "sniff", "detect_format", "io"]

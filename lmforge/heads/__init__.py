@@ -11,6 +11,7 @@ from lmforge.heads.pretraining import ReplacedTokenHead, SegmentPairHead, Senten
 from lmforge.heads.tasks import (
     MultipleChoiceHead,
     SequenceClassificationHead,
+    SimilarityHead,
     SpanHead,
     TokenClassificationHead,
 )
@@ -24,6 +25,7 @@ HEADS: dict[str, type[Head]] = {
         SentenceOrderHead,
         ReplacedTokenHead,
         SequenceClassificationHead,
+        SimilarityHead,
         MultipleChoiceHead,
         TokenClassificationHead,
         SpanHead,

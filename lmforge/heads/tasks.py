@@ -68,6 +68,17 @@ class SequenceClassificationHead(Head):
         return HeadOutput(logits=logits, loss=loss, labels=labels)
 
 
+class SimilarityHead(SequenceClassificationHead):
+    """GPT-1 §3.3 "Similarity": a left-to-right model reads the pair in both orders (the task's batching
+    gives (B, 2, T) inputs); the two final states are added element-wise before the linear output layer."""
+
+    kind = "similarity"
+
+    def scores(self, out: BackboneOutput) -> torch.Tensor:
+        states = last_real_token(out.last_hidden_state, out.attention_mask)  # (B*2, H)
+        return self.out(self.drop(states.view(-1, 2, states.shape[-1]).sum(dim=1)))  # (B, num_labels)
+
+
 class MultipleChoiceHead(SequenceClassificationHead):
     """SWAG (BERT §4.4): score each (context, ending) pair with one number, softmax over choices.
 

@@ -1,6 +1,32 @@
 """Backbones and the task model that composes a backbone with heads."""
 
-from lmforge.models.backbone import Backbone, BackboneOutput
-from lmforge.models.task_model import TaskModel, build_model, load_model, save_model
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Imported on first use (PEP 562): the heads import lmforge.models.backbone, and task_model imports
+# the heads, so importing lmforge.heads (or lmforge.tasks) first must not pull in task_model.
+_EXPORTS = {
+    "Backbone": "lmforge.models.backbone",
+    "BackboneOutput": "lmforge.models.backbone",
+    "TaskModel": "lmforge.models.task_model",
+    "build_model": "lmforge.models.task_model",
+    "load_model": "lmforge.models.task_model",
+    "save_model": "lmforge.models.task_model",
+}
+
+if TYPE_CHECKING:
+    from lmforge.models.backbone import Backbone, BackboneOutput
+    from lmforge.models.task_model import TaskModel, build_model, load_model, save_model
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lmforge.models' has no attribute {name!r}")
+
 
 __all__ = ["Backbone", "BackboneOutput", "TaskModel", "build_model", "load_model", "save_model"]

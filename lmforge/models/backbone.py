@@ -69,6 +69,9 @@ class Backbone(nn.Module):
     def input_embeddings(self) -> nn.Embedding:
         return self.embeddings.tok
 
+    def set_input_embeddings(self, table: nn.Embedding) -> None:
+        self.embeddings.tok = table
+
     def num_hidden_states(self) -> int:
         return self.config.num_layers + 1  # embeddings + one per layer
 

@@ -36,6 +36,10 @@ class EncoderDecoder(nn.Module):
     def input_embeddings(self) -> nn.Embedding:
         return self.encoder.embeddings.tok
 
+    def set_input_embeddings(self, table: nn.Embedding) -> None:
+        self.encoder.set_input_embeddings(table)
+        self.decoder.set_input_embeddings(table)
+
     def num_hidden_states(self) -> int:
         return self.decoder.num_hidden_states()
 

@@ -41,6 +41,30 @@ class TaskModel(nn.Module):
             for head in self.heads.values():
                 init_weights(head, config)  # tied projections re-initialise the same embedding; harmless
 
+    def resize_vocabulary(self, size: int) -> None:
+        """Grow the token table to `size` rows for tokens added to the tokenizer (GPT-1 §3.3's start,
+        delimiter and extract tokens). Old rows are kept, new rows drawn like the initialisation; heads
+        tied to the table follow it, and vocabulary-sized biases grow with zeros."""
+        old = self.backbone.input_embeddings()
+        if size < old.num_embeddings:
+            raise ValueError(f"cannot shrink the vocabulary from {old.num_embeddings} to {size}")
+        new = nn.Embedding(size, old.embedding_dim, padding_idx=old.padding_idx,
+                           device=old.weight.device, dtype=old.weight.dtype)
+        with torch.no_grad():
+            nn.init.normal_(new.weight, std=self.config.initializer_range)
+            new.weight[: old.num_embeddings] = old.weight
+        new.weight.requires_grad_(old.weight.requires_grad)
+        self.backbone.set_input_embeddings(new)
+        for head in self.heads.values():
+            decoder = getattr(head, "decoder", None)
+            if decoder is not None and decoder.weight is old.weight:
+                decoder.weight = new.weight
+            bias = getattr(head, "bias", None)
+            if isinstance(bias, nn.Parameter) and bias.shape == (old.num_embeddings,):
+                head.bias = nn.Parameter(torch.cat([bias.data, bias.new_zeros(size - old.num_embeddings)]))
+        self.config = self.config.replace(vocab_size=size)
+        self.backbone.config = self.backbone.config.replace(vocab_size=size)
+
     def head_specs(self) -> dict[str, dict[str, Any]]:
         return {name: head.spec() for name, head in self.heads.items()}
 

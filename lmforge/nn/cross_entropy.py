@@ -13,12 +13,15 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-CHUNK_ELEMENTS = 1 << 24  # logits per chunk (64 MiB in fp32; ~330 rows of a 50k vocabulary)
+CHUNK_ELEMENTS = 1 << 24  # logits per chunk on CPU (64 MiB in fp32; ~330 rows of a 50k vocabulary)
+# On a GPU each chunk costs ~10 kernel launches; 1 GiB chunks keep GPT-2's 16k x 50k logits to 4 chunks
+# (instead of 49) while still never holding the whole (N, V) matrix.
+CUDA_CHUNK_ELEMENTS = 1 << 28
 
 
-def _chunk_rows(rows: int, vocab: int) -> int:
+def _chunk_rows(rows: int, vocab: int, device: torch.device) -> int:
     """Rows per chunk, spread evenly so that no chunk is a small remainder (a thin matmul)."""
-    most = max(16, CHUNK_ELEMENTS // vocab)
+    most = max(16, (CUDA_CHUNK_ELEMENTS if device.type == "cuda" else CHUNK_ELEMENTS) // vocab)
     chunks = max(1, -(-rows // most))  # ceil division
     return max(1, -(-rows // chunks))
 
@@ -35,7 +38,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_bias = torch.zeros_like(bias, dtype=torch.float32) if need_grad and bias is not None else None
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
         predictions = torch.empty(rows, dtype=torch.long, device=hidden.device)
-        step = _chunk_rows(rows, vocab)
+        step = _chunk_rows(rows, vocab, hidden.device)
         # one reused fp32 buffer: no (N, V) allocation, no page faults per chunk on CPU
         buffer = torch.empty(min(step, rows), vocab, dtype=torch.float32, device=hidden.device)
         if need_grad and rows == 0:

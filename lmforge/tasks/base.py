@@ -8,6 +8,7 @@ example, which its metric scores against the gold answers.
 from __future__ import annotations
 
 import dataclasses
+import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,7 @@ class Task(ABC):
     name: str
     head_kind: str
     main_metric: str
+    task_type: str  # picks the fine-tuning defaults (lmforge.finetune_defaults.RECIPES)
     greater_is_better: bool = True
 
     def __init__(self, options: TaskOptions | None = None) -> None:
@@ -94,8 +96,28 @@ class Task(ABC):
 
     # --- data ---
     @abstractmethod
+    def path_of(self, data: Path, split: str) -> Path:
+        """The file `read(data, split)` reads."""
+
+    @abstractmethod
     def read(self, data: Path, split: str) -> list[Any]:
         """Examples of `split` ('train', 'dev', 'test', or a task-specific name) from a file or directory."""
+
+    def same_examples(self, data: Path, split_a: str, split_b: str) -> bool:
+        """Whether two splits would read the same examples (one file given for both)."""
+        try:
+            return self.path_of(data, split_a).resolve() == self.path_of(data, split_b).resolve()
+        except FileNotFoundError:
+            return False
+
+    def holdout_key(self, example: Any) -> Any:
+        """Examples with one key go to the same side of a train/dev split of a single file; None: each
+        example alone (QA keeps the questions of one paragraph together)."""
+        return None
+
+    @abstractmethod
+    def is_labelled(self, example: Any) -> bool:
+        """Whether the example carries the gold answer that `metrics` needs."""
 
     def label_names(self, train_examples: list[Any]) -> list[str] | None:
         """Labels the head predicts, discovered from train when the task does not fix them."""
@@ -133,6 +155,28 @@ class Task(ABC):
     def trim_logits(self, feature: dict[str, Any], logits: torch.Tensor) -> np.ndarray:
         """Drop padding from one feature's logits before keeping them on the CPU."""
         return logits.float().cpu().numpy()
+
+
+def split_holdout(task: Task, examples: list[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
+    """A seeded train/dev split of one file's examples: whole groups (`task.holdout_key`) are drawn in a
+    shuffled order until `fraction` of the examples are held out; both sides keep the file's order."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"dev fraction {fraction} must be between 0 and 1")
+    groups: dict[Any, list[int]] = {}
+    for i, example in enumerate(examples):
+        key = task.holdout_key(example)
+        groups.setdefault(i if key is None else key, []).append(i)
+    order = list(groups)
+    random.Random(seed).shuffle(order)
+    want = max(1, round(fraction * len(examples)))
+    held: set[int] = set()
+    for key in order:
+        if len(held) >= want:
+            break
+        held.update(groups[key])
+    if len(held) == len(examples):
+        raise ValueError(f"{len(examples)} example(s) are too few to hold out a dev set; give a dev file")
+    return ([e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held])
 
 
 def feature_length(feature: dict[str, Any]) -> int:

@@ -92,6 +92,16 @@ class ClassificationTask(Task):
     def regression(self) -> bool:
         return self.options.regression
 
+    @property
+    def pairs(self) -> bool:
+        return self.options.text_pair_column is not None
+
+    @property
+    def task_type(self) -> str:  # type: ignore[override]
+        if self.regression:
+            return "regression"
+        return "pair_classification" if self.pairs else "classification"
+
     def head_spec(self, label_names: list[str] | None) -> dict[str, Any]:
         if self.regression:
             return {"kind": self.head_kind, "num_labels": 1, "label_names": None}
@@ -132,6 +142,9 @@ class ClassificationTask(Task):
             record["label"] = example.label
         return record
 
+    def is_labelled(self, example: TextExample) -> bool:
+        return example.label is not None
+
     def _check_labels(self, examples: list[TextExample], split: str) -> None:
         if split in ("train", "dev") and any(e.label is None for e in examples):
             first = next(e for e in examples if e.label is None)
@@ -148,11 +161,18 @@ class GlueTask(ClassificationTask):
         self.main_metric = self.spec.main_metric
         self.options.regression = self.spec.labels is None
 
+    @property
+    def pairs(self) -> bool:
+        return self.spec.text_b is not None
+
     def label_names(self, train_examples: list[TextExample]) -> list[str] | None:
         return None if self.spec.labels is None else list(self.spec.labels)
 
+    def path_of(self, data: Path, split: str) -> Path:
+        return split_path(Path(data), split, self.spec.files, self.options)
+
     def read(self, data: Path, split: str) -> list[TextExample]:
-        path = split_path(Path(data), split, self.spec.files, self.options)
+        path = self.path_of(data, split)
         spec = self.spec
         rows = read_rows(path, "tsv")
         first = next(rows, None)
@@ -221,14 +241,14 @@ class TextClassificationTask(ClassificationTask):
         self.files = files
         self.main_metric = "pearson" if self.regression else "accuracy"
 
-    def _path(self, data: Path, split: str) -> Path:
+    def path_of(self, data: Path, split: str) -> Path:
         files = self.files or {split: tuple(f"{stem}{suffix}" for stem in stems
                                             for suffix in (".tsv", ".csv", ".jsonl", ".txt", ".json"))
                                for split, stems in self.split_files.items()}
         return split_path(data, split, files, self.options)
 
     def read(self, data: Path, split: str) -> list[TextExample]:
-        path = self._path(Path(data), split)
+        path = self.path_of(Path(data), split)
         opts = self.options
         fmt = opts.format or table_format(path)
         text_cols = [opts.text_column] + ([opts.text_pair_column] if opts.text_pair_column else [])
@@ -283,9 +303,9 @@ class TextClassificationTask(ClassificationTask):
         result = M.accuracy(gold, predictions)
         names = sorted(set(gold) | set(predictions))
         if len(names) <= 2:
-            result["f1"] = float(M.f1_score(gold, predictions, pos_label=names[-1], zero_division=0))
+            result["f1"] = M.binary_f1(gold, predictions, names[-1])
         else:
-            result["macro_f1"] = float(M.f1_score(gold, predictions, average="macro", zero_division=0))
+            result["macro_f1"] = M.macro_f1(gold, predictions)
         return result
 
 

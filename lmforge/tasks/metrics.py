@@ -1,4 +1,8 @@
-"""Benchmark metrics, each as its benchmark defines it; library implementations where one exists."""
+"""Benchmark metrics, each as its benchmark defines it; library implementations where one exists.
+
+Every score is on one scale, percent (0-100; correlations x 100 as the GLUE leaderboard shows them),
+so the summary, `evaluate` and the benchmark tables read alike for every task.
+"""
 
 from __future__ import annotations
 
@@ -10,29 +14,38 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
+PERCENT = 100.0
+
 
 def accuracy(gold: list, pred: list) -> dict[str, float]:
-    return {"accuracy": float(accuracy_score(gold, pred))}
+    return {"accuracy": PERCENT * float(accuracy_score(gold, pred))}
+
+
+def binary_f1(gold: list, pred: list, positive: str) -> float:
+    return PERCENT * float(f1_score(gold, pred, pos_label=positive, zero_division=0))
+
+
+def macro_f1(gold: list, pred: list) -> float:
+    return PERCENT * float(f1_score(gold, pred, average="macro", zero_division=0))
 
 
 def f1_accuracy(gold: list, pred: list, positive: str = "1") -> dict[str, float]:
     """MRPC and QQP (GLUE, Wang et al. 2019 §3): F1 of the positive class, and accuracy."""
-    return {"f1": float(f1_score(gold, pred, pos_label=positive, zero_division=0)),
-            **accuracy(gold, pred)}
+    return {"f1": binary_f1(gold, pred, positive), **accuracy(gold, pred)}
 
 
 def matthews(gold: list, pred: list) -> dict[str, float]:
     """CoLA (GLUE): Matthews correlation coefficient."""
-    return {"matthews_corr": float(matthews_corrcoef(gold, pred))}
+    return {"matthews_corr": PERCENT * float(matthews_corrcoef(gold, pred))}
 
 
 def pearson_spearman(gold: list[float], pred: list[float]) -> dict[str, float]:
-    """STS-B (GLUE): Pearson and Spearman correlation of predicted and gold similarity."""
+    """STS-B (GLUE): Pearson and Spearman correlation of predicted and gold similarity (x 100)."""
     gold_a, pred_a = np.asarray(gold, dtype=float), np.asarray(pred, dtype=float)
     if len(gold_a) < 2 or np.all(pred_a == pred_a[0]) or np.all(gold_a == gold_a[0]):
         return {"pearson": 0.0, "spearman": 0.0}  # correlation is undefined for a constant
-    pearson = float(pearsonr(gold_a, pred_a)[0])
-    spearman = float(spearmanr(gold_a, pred_a)[0])
+    pearson = PERCENT * float(pearsonr(gold_a, pred_a)[0])
+    spearman = PERCENT * float(spearmanr(gold_a, pred_a)[0])
     return {"pearson": pearson, "spearman": spearman, "corr": (pearson + spearman) / 2}
 
 
@@ -79,7 +92,7 @@ def squad_scores(golds: list[list[str]], predictions: list[str]) -> dict[str, fl
         answers = answers or [""]
         em += max(squad_exact(pred, a) for a in answers)
         f1 += max(squad_f1(pred, a) for a in answers)
-    return {"exact_match": 100.0 * em / len(golds), "f1": 100.0 * f1 / len(golds)}
+    return {"exact_match": PERCENT * em / len(golds), "f1": PERCENT * f1 / len(golds)}
 
 
 def seqeval_scores(gold: list[list[str]], pred: list[list[str]]) -> dict[str, float]:
@@ -90,8 +103,8 @@ def seqeval_scores(gold: list[list[str]], pred: list[list[str]]) -> dict[str, fl
     flat_gold = [t for s in gold for t in s]
     flat_pred = [t for s in pred for t in s]
     return {
-        "f1": 100.0 * float(ent_f1(gold, pred, zero_division=0)),
-        "precision": 100.0 * float(precision_score(gold, pred, zero_division=0)),
-        "recall": 100.0 * float(recall_score(gold, pred, zero_division=0)),
-        "accuracy": 100.0 * float(accuracy_score(flat_gold, flat_pred)) if flat_gold else 0.0,
+        "f1": PERCENT * float(ent_f1(gold, pred, zero_division=0)),
+        "precision": PERCENT * float(precision_score(gold, pred, zero_division=0)),
+        "recall": PERCENT * float(recall_score(gold, pred, zero_division=0)),
+        "accuracy": PERCENT * float(accuracy_score(flat_gold, flat_pred)) if flat_gold else 0.0,
     }

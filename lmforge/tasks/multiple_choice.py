@@ -32,13 +32,14 @@ class SwagTask(Task):
     name = "swag"
     head_kind = "multiple_choice"
     main_metric = "accuracy"
+    task_type = "multiple_choice"
     files = {"train": "train.csv", "dev": "val.csv", "test": "test.csv"}
 
-    def _path(self, data: Path, split: str) -> Path:
+    def path_of(self, data: Path, split: str) -> Path:
         return split_path(data, split, self.files, self.options)
 
     def read(self, data: Path, split: str) -> list[ChoiceExample]:
-        path = self._path(Path(data), split)
+        path = self.path_of(Path(data), split)
         header = next(read_rows(path, "csv"), None)
         has_label = header is not None and "label" in [h.strip() for h in header.values]
         if split in ("train", "dev") and not has_label:
@@ -55,6 +56,9 @@ class SwagTask(Task):
             examples.append(ChoiceExample(record["sent1"], record["sent2"], [record[e] for e in ENDINGS],
                                           label, line, str(path)))
         return examples
+
+    def is_labelled(self, example: ChoiceExample) -> bool:
+        return example.label is not None
 
     def head_spec(self, label_names: list[str] | None) -> dict[str, Any]:
         return {"kind": self.head_kind}

@@ -40,14 +40,26 @@ class SquadTask(Task):
     name = "squad"
     head_kind = "qa"
     main_metric = "f1"
+    task_type = "qa"
     files = {"train": ("train-v1.1.json", "train-v2.0.json", "train.json"),
              "dev": ("dev-v1.1.json", "dev-v2.0.json", "dev.json")}
 
-    def _path(self, data: Path, split: str) -> Path:
+    def path_of(self, data: Path, split: str) -> Path:
         return split_path(data, split, self.files, self.options)
 
+    def same_examples(self, data: Path, split_a: str, split_b: str) -> bool:
+        """One file with the same article slice for both splits (different slices never overlap)."""
+        slices = {"train": self.options.train_articles, "dev": self.options.eval_articles}
+        return super().same_examples(data, split_a, split_b) and slices.get(split_a) == slices.get(split_b)
+
+    def holdout_key(self, example: QAExample) -> str:
+        return example.context  # the questions of one paragraph stay on one side
+
+    def is_labelled(self, example: QAExample) -> bool:
+        return example.is_impossible or bool(example.answers)
+
     def read(self, data: Path, split: str) -> list[QAExample]:
-        path = self._path(Path(data), split)
+        path = self.path_of(Path(data), split)
         raw = path.read_text(encoding="utf-8-sig")
         try:
             doc = json.loads(raw)

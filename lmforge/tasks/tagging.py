@@ -104,16 +104,20 @@ class TaggingTask(Task):
     name = "ner"
     head_kind = "token_classification"
     main_metric = "f1"
+    task_type = "tagging"
     files = {"train": ("eng.train", "train.txt", "train.conll"),
              "dev": ("eng.testa", "dev.txt", "valid.txt", "dev.conll"),
              "test": ("eng.testb", "test.txt", "test.conll")}
 
-    def _path(self, data: Path, split: str) -> Path:
+    def path_of(self, data: Path, split: str) -> Path:
         return split_path(data, split, self.files, self.options)
 
     def read(self, data: Path, split: str) -> list[Sentence]:
-        return read_conll(self._path(Path(data), split), self.options.tag_column, self.options.tag_scheme,
+        return read_conll(self.path_of(Path(data), split), self.options.tag_column, self.options.tag_scheme,
                           need_tags=split in ("train", "dev", "test"))
+
+    def is_labelled(self, example: Sentence) -> bool:
+        return example.tags is not None
 
     def label_names(self, train_examples: list[Sentence]) -> list[str]:
         found = {t for s in train_examples for t in (s.tags or [])}

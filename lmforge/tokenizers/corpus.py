@@ -1,22 +1,34 @@
-"""Stream text lines from any number of plain or gzip files, one line at a time.
+"""Stream text lines from any number of plain or compressed files, one line at a time.
 
 The tokenizer trainers take an iterator, so the corpus is never held in memory. Files are checked
-before training starts (missing, empty, binary) so a bad path fails in a second, not after an hour;
-an undecodable line met later still names its file and line.
+before training starts (missing, empty, binary) so a bad path fails in a second, not after an hour.
+Invalid UTF-8 is handled as `lmforge prepare` handles it: replaced with U+FFFD and counted, so the
+tokenizer is trained on exactly the text the data will be prepared from. Files are opened by
+`lmforge.data.reader.open_binary` (gzip recognised by its magic bytes, as prepare does).
 """
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+
+from lmforge.data.reader import open_binary, read_error
 
 _SNIFF_BYTES = 8192
 
 
-def _open_binary(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+@dataclass
+class CorpusStats:
+    """What the corpus reader repaired, for the summary `lmforge tokenizer train` prints."""
+
+    lines: int = 0
+    invalid_utf8_lines: int = 0
+    examples: list[str] = field(default_factory=list)  # the first few "file:line: problem" notes
+
+    def note(self, message: str) -> None:
+        if len(self.examples) < 5:
+            self.examples.append(message)
 
 
 def check_corpus_file(path: str | Path) -> Path:
@@ -27,9 +39,11 @@ def check_corpus_file(path: str | Path) -> Path:
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a directory, expected a text file")
     try:
-        with _open_binary(path) as handle:
+        with open_binary(path) as handle:
             head = handle.read(_SNIFF_BYTES)
-    except (OSError, EOFError) as err:  # e.g. a truncated or fake .gz
+    except ValueError:
+        raise
+    except Exception as err:  # noqa: BLE001 - OSError, EOFError, zlib/zstd errors: a truncated or fake archive
         raise ValueError(f"{path}: cannot read ({err})") from None
     if not head.strip():
         raise ValueError(f"{path}: corpus file is empty")
@@ -37,34 +51,43 @@ def check_corpus_file(path: str | Path) -> Path:
         raise ValueError(
             f"{path}: looks binary (NUL bytes in the first {len(head)} bytes), expected UTF-8 text"
         )
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as err:
-        cut = len(head) == _SNIFF_BYTES and err.reason == "unexpected end of data"
-        if not cut:  # a multi-byte character cut at the sniff boundary is fine
-            line = head[: err.start].count(b"\n") + 1
-            raise ValueError(f"{path}: line {line}: not UTF-8 text ({err.reason})") from None
     return path
 
 
-def iter_lines(files: Iterable[str | Path], *, skip_blank: bool = True) -> Iterator[str]:
-    """Lines (without newline) of every file in turn; blank lines skipped by default."""
+def iter_lines(files: Iterable[str | Path], *, skip_blank: bool = True,
+               stats: CorpusStats | None = None) -> Iterator[str]:
+    """Lines (without newline) of every file in turn; blank lines skipped by default. Invalid UTF-8
+    is replaced with U+FFFD and counted in `stats`; a truncated compressed file is a ValueError."""
+    stats = stats if stats is not None else CorpusStats()
     for path in map(Path, files):
-        with _open_binary(path) as raw:
-            for number, line in enumerate(raw, start=1):
+        with open_binary(path) as raw:
+            number = 0
+            while True:
                 try:
-                    text = line.decode("utf-8").rstrip("\r\n")
+                    line = raw.readline()
+                except Exception as err:  # noqa: BLE001 - EOFError, BadGzipFile, zlib.error, ...
+                    raise read_error(path, number, err) from None
+                if not line:
+                    break
+                number += 1
+                stats.lines += 1
+                try:
+                    text = line.decode("utf-8")
                 except UnicodeDecodeError as err:
-                    raise ValueError(f"{path}: line {number}: not UTF-8 text ({err.reason})") from None
+                    text = line.decode("utf-8", errors="replace")
+                    stats.invalid_utf8_lines += 1
+                    stats.note(f"{path}:{number}: invalid UTF-8 at byte {err.start}; replaced with U+FFFD")
+                text = text.rstrip("\r\n")
                 if skip_blank and not text.strip():
                     continue
                 yield text
 
 
-def batched_lines(files: Iterable[str | Path], batch_size: int = 1000) -> Iterator[list[str]]:
+def batched_lines(files: Iterable[str | Path], batch_size: int = 1000,
+                  stats: CorpusStats | None = None) -> Iterator[list[str]]:
     """Lines grouped in lists: `train_from_iterator` is faster on batches than on single strings."""
     batch: list[str] = []
-    for line in iter_lines(files):
+    for line in iter_lines(files, stats=stats):
         batch.append(line)
         if len(batch) == batch_size:
             yield batch

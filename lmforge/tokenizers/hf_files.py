@@ -11,14 +11,15 @@ tokenizer.json verbatim (transformers 4 and 5), so ids match ours exactly.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import tempfile
+import shutil
 from pathlib import Path
 from typing import Any
 
 from tokenizers import AddedToken, Tokenizer, models
 
+from lmforge.atomic import atomic_path, write_text_atomic
 from lmforge.tokenizers import pipeline
 from lmforge.tokenizers.families import TEMPLATES, FamilyTemplate
 from lmforge.tokenizers.special import special_tokens
@@ -27,6 +28,9 @@ from lmforge.tokenizers.train import finish_tokenizer
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_MAP_FILE = "special_tokens_map.json"
+# every file a tokenizer directory may hold (lmforge's and HF fast/slow layouts): what travels with a model
+TOKENIZER_FILES = (TOKENIZER_FILE, CONFIG_FILE, SPECIAL_MAP_FILE, "vocab.txt", "vocab.json", "merges.txt",
+                   "added_tokens.json", "spiece.model")
 _BERT_LIKE = ("bert", "electra", "distilbert")
 _MAX_LENGTH_SENTINEL = 10**6  # HF writes int(1e30) for "no limit"
 
@@ -150,6 +154,59 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     )
 
 
+def has_tokenizer(directory: str | Path) -> bool:
+    """Whether `load_tokenizer(directory)` has files to read."""
+    directory = Path(directory)
+    return (directory / TOKENIZER_FILE).is_file() or (directory / "vocab.txt").is_file() or (
+        (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file())
+
+
+def require_model_tokenizer(model_dir: str | Path, vocab_size: int | None = None) -> Tokenizer:
+    """The tokenizer saved in a model directory, or a one-line error naming the directory.
+
+    A model without its tokenizer is unusable (nobody can reproduce its ids), so exporting or
+    fine-tuning one is refused rather than producing a model that silently reads [UNK]s.
+    `vocab_size` (the model's embedding rows) is checked too: a larger tokenizer would index past it."""
+    model_dir = Path(model_dir)
+    if not has_tokenizer(model_dir):
+        raise FileNotFoundError(
+            f"{model_dir}: the model directory has no tokenizer (tokenizer.json, vocab.txt or vocab.json + "
+            f"merges.txt); copy in the tokenizer it was trained with (e.g. the `tokenizer/` folder "
+            f"`lmforge prepare` wrote beside the data)")
+    tokenizer = load_tokenizer(model_dir)
+    if vocab_size is not None:
+        check_vocab_fits(tokenizer, vocab_size, str(model_dir))
+    return tokenizer
+
+
+def check_vocab_fits(tokenizer: Tokenizer, vocab_size: int, where: str) -> None:
+    size = tokenizer.get_vocab_size(with_added_tokens=True)
+    if size > vocab_size:
+        raise ValueError(f"{where}: the tokenizer has {size} tokens but the model only {vocab_size} embedding "
+                         f"rows; tokenizer and model do not belong together")
+
+
+def vocab_fingerprint(tokenizer: Tokenizer) -> str:
+    """sha256 of the token -> id table (added tokens included). Unlike the file's hash it survives
+    re-serialisation (convert, save_pretrained), and it changes whenever an id would mean another token."""
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    table = sorted(vocab.items(), key=lambda item: (item[1], item[0]))
+    return hashlib.sha256(json.dumps(table, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def copy_tokenizer_files(src: str | Path, dst: str | Path) -> list[Path]:
+    """Copy the tokenizer files of directory `src` (or a tokenizer.json named directly) into `dst`."""
+    src, dst = Path(src), Path(dst)
+    files = [src] if src.is_file() else [src / name for name in TOKENIZER_FILES if (src / name).is_file()]
+    dst.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for path in files:
+        target = dst / (TOKENIZER_FILE if src.is_file() else path.name)
+        shutil.copyfile(path, target)
+        copied.append(target)
+    return copied
+
+
 # ---------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------
@@ -173,10 +230,7 @@ def _canonical_bert(tokenizer: Tokenizer) -> dict[str, Any] | None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def write_hf_tokenizer_files(tokenizer: Tokenizer, out_dir: str | Path, family: str,
@@ -194,10 +248,8 @@ def write_hf_tokenizer_files(tokenizer: Tokenizer, out_dir: str | Path, family: 
         truncation = tokenizer.truncation
         model_max_length = truncation["max_length"] if truncation else tmpl.model_max_length
 
-    fd, tmp = tempfile.mkstemp(prefix=TOKENIZER_FILE + ".", suffix=".tmp", dir=out_dir)
-    os.close(fd)
-    tokenizer.save(tmp)
-    os.replace(tmp, out_dir / TOKENIZER_FILE)
+    with atomic_path(out_dir / TOKENIZER_FILE) as tmp:
+        tokenizer.save(str(tmp))
 
     bert_args = _canonical_bert(tokenizer) if family in _BERT_LIKE else None
     config: dict[str, Any] = {

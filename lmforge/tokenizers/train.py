@@ -14,7 +14,7 @@ from pathlib import Path
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
 
 from lmforge.tokenizers import pipeline
-from lmforge.tokenizers.corpus import batched_lines, check_corpus_file
+from lmforge.tokenizers.corpus import CorpusStats, batched_lines, check_corpus_file
 from lmforge.tokenizers.families import KINDS, FamilyTemplate, default_family, template
 
 
@@ -80,9 +80,11 @@ def train_tokenizer(
     limit_alphabet: int | None = None,
     model_max_length: int | None = None,
     show_progress: bool = False,
+    stats: CorpusStats | None = None,
 ) -> Tokenizer:
     """Train on the lines of `files` (plain or .gz; streamed). `lowercase=None` takes the family's
-    default (uncased BERT/ALBERT, cased GPT-2/RoBERTa); accents are kept unless `strip_accents`."""
+    default (uncased BERT/ALBERT, cased GPT-2/RoBERTa); accents are kept unless `strip_accents`.
+    `stats` receives what the reader repaired (invalid UTF-8 lines, replaced and counted)."""
     if kind not in KINDS:
         raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of {KINDS}")
     tmpl = template(family or default_family(kind))
@@ -107,7 +109,7 @@ def train_tokenizer(
     tokenizer.pre_tokenizer = pipeline.pre_tokenizer(kind)
     tokenizer.decoder = pipeline.decoder(kind)
 
-    tokenizer.train_from_iterator(batched_lines(files), trainer=trainer)
+    tokenizer.train_from_iterator(batched_lines(files, stats=stats), trainer=trainer)
 
     for expected, tok in enumerate(tmpl.specials):  # the model config's pad/cls ids rely on this order
         if tokenizer.token_to_id(tok) != expected:

@@ -5,15 +5,20 @@ dirs (model.safetensors + config.json), `trainer_state.pt` (optimizer state, cou
 config used) and one `rng-rankR.pt` per rank. Under FSDP the weights and optimizer state are
 gathered to full, unsharded tensors first, so the files are the same whatever the strategy. It is written under a temporary name, fsynced and
 renamed, so a kill at any moment leaves either the previous checkpoint or the new one complete.
-Every `.pt` file holds only tensors and plain containers and is read with weights_only=True.
+A checkpoint damaged afterwards (a full disk, a copy cut short) is detected on resume and passed
+over for the newest intact one. Every `.pt` file holds only tensors and plain containers and is
+read with weights_only=True.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
 import shutil
+import struct
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +102,65 @@ def list_checkpoints(root: str | Path) -> list[tuple[int, Path]]:
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:
+    """The newest checkpoint that is intact (see `checkpoint_problem`). Damaged newer ones are
+    reported, and renamed to `damaged-step-N` so that neither a later resume nor `keep_last`
+    pruning counts them; the choice is printed, so a fallback is never silent."""
     found = list_checkpoints(root)
-    return found[-1][1] if found else None
+    main = int(os.environ.get("RANK", "0")) == 0
+    for step, path in reversed(found):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            if main:
+                newest = "" if step == found[-1][0] else ", the newest intact one"
+                print(f"resume: from {path} (step {step}{newest})", file=sys.stderr)
+            return path
+        if main:
+            print(f"resume: skipping {path}: {problem}", file=sys.stderr)
+            aside = path.with_name(f"damaged-{path.name}")
+            if aside.exists():
+                shutil.rmtree(aside)  # an earlier damaged copy of the same step
+            path.rename(aside)
+    return None
+
+
+def checkpoint_problem(directory: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from (None when it can): an empty or unreadable trainer
+    state, a missing RNG state, or a weight file that is not a complete safetensors file."""
+    state = directory / STATE_FILE
+    if state.stat().st_size == 0:
+        return f"{STATE_FILE} is empty"
+    try:
+        torch.load(state, map_location="cpu", weights_only=True, mmap=True)  # mmap: the check reads little
+    except Exception as err:  # noqa: BLE001 - torch raises RuntimeError, EOFError, UnpicklingError, ...
+        return f"{STATE_FILE} is unreadable ({str(err).splitlines()[0]})"
+    if not (directory / "rng-rank0.pt").is_file():
+        return "rng-rank0.pt is missing"
+    weights = sorted(directory.rglob(WEIGHTS_FILE))
+    if not weights:
+        return f"no {WEIGHTS_FILE}"
+    for path in weights:
+        problem = safetensors_problem(path)
+        if problem is not None:
+            return f"{path.relative_to(directory)}: {problem}"
+    return None
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """A safetensors file is an 8-byte header length, a JSON header, then the tensor bytes; the
+    header's last data offset says how long the file must be (a cheap check, no tensor is read)."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if 8 + length > size:
+                return f"truncated ({size} bytes, header alone needs {8 + length})"
+            header = json.loads(handle.read(length))
+    except (struct.error, ValueError, UnicodeDecodeError):
+        return "not a safetensors file (unreadable header)"
+    end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+    if size != 8 + length + end:
+        return f"truncated ({size} bytes, expected {8 + length + end})"
+    return None
 
 
 def begin(root: Path, step: int) -> Path:

@@ -20,10 +20,15 @@ from lmforge.objectives.electra import ElectraSettings
 
 @dataclass(kw_only=True)
 class ModelSection:
-    """A preset name (lmforge.config.PRESETS) plus field overrides; vocab/pad come from the data."""
+    """A preset name (lmforge.config.PRESETS) plus field overrides; vocab/pad come from the data.
+
+    `init_from` (an lmforge or HuggingFace model directory) continues pre-training that model instead:
+    its config, weights and tokenizer are used (the preset is ignored), the objective's heads are
+    kept where the model has them and initialised where it does not."""
 
     preset: str = "bert-mini"
     overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: str = ""
 
 
 @dataclass(kw_only=True)
@@ -69,6 +74,11 @@ class CheckpointSection:
 
 
 @dataclass(kw_only=True)
+class ExportSection:
+    hf: bool = False  # also write <run_dir>/hf, the HuggingFace export of final/ (as `lmforge convert --to-hf`)
+
+
+@dataclass(kw_only=True)
 class SystemSection:
     device: str = "auto"  # auto | cpu | cuda
     precision: Literal["fp32", "bf16"] = "bf16"  # bf16 autocast applies on CUDA only
@@ -91,6 +101,7 @@ class PretrainConfig:
     schedule: ScheduleSection = field(default_factory=ScheduleSection)
     eval: EvalSection = field(default_factory=EvalSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    export: ExportSection = field(default_factory=ExportSection)
     system: SystemSection = field(default_factory=SystemSection)
 
 
@@ -100,8 +111,28 @@ def _structured_error(source: str, err: OmegaConfBaseException) -> ValueError:
     return ValueError(f"{source}: {'key ' + repr(key) + ': ' if key else ''}{message}")
 
 
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"  # shipped inside the package
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def resolve_recipe(path: str | Path) -> Path:
+    """A YAML file, or the name of a recipe shipped with lmforge (`bert`, `gpt`, ...), so that
+    `--config bert` works from any directory. A file of that name in the working directory wins."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    shipped = RECIPES_DIR / f"{path.name}.yaml"
+    if path.parent == Path(".") and path.suffix == "" and shipped.is_file():
+        return shipped
+    raise FileNotFoundError(f"{path}: config file not found (shipped recipes: {', '.join(recipe_names())})")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PretrainConfig:
-    """YAML file, then dotted `key=value` overrides (e.g. `optim.lr=3e-4 data.prepared_dir=...`).
+    """YAML file (or shipped recipe name), then dotted `key=value` overrides (e.g. `optim.lr=3e-4
+    data.prepared_dir=...`).
 
     Relative data paths in the YAML stay relative to the working directory (where the user runs
     the command), as the README's commands show them.
@@ -109,9 +140,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     schema = OmegaConf.structured(PretrainConfig)
     merged = schema
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: config file not found")
+        path = resolve_recipe(path)
         try:
             loaded = OmegaConf.load(path)
         except Exception as err:  # yaml.YAMLError carries the line in its message
