@@ -1,0 +1,146 @@
+"""The original Transformer (Vaswani et al. 2017) as lmforge builds it: the "marian" presets, Marian's
+sinusoid layout, embedding scaling, the seq2seq LM head and label-smoothed chunked cross-entropy."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from lmforge.config import ModelConfig
+from lmforge.heads import IGNORE
+from lmforge.models.task_model import TaskModel, load_model, save_model
+from lmforge.nn import cross_entropy as ce
+from lmforge.nn.embeddings import sinusoidal_halves_table
+
+TINY = dict(vocab_size=61, hidden_size=32, num_layers=2, num_decoder_layers=3, num_heads=4, intermediate_size=37,
+            max_position_embeddings=64, pad_token_id=0, dropout=0.0)
+
+
+def tiny_model(**overrides) -> TaskModel:
+    torch.manual_seed(0)
+    config = ModelConfig.from_name("transformer-base", **{**TINY, **overrides})
+    return TaskModel(config, {"lm": {"kind": "seq2seq_lm", "label_smoothing": 0.1}}).eval()
+
+
+# ----------------------------------------------------------------------------------- presets
+def parameters(name: str) -> int:
+    model = TaskModel(ModelConfig.from_name(name), {"lm": {"kind": "seq2seq_lm"}})
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_base_preset_has_the_papers_size():
+    """Vaswani et al. Table 3: the base model has 65M parameters (a 37k shared vocabulary, §5.1); ours
+    counts the same layers (no separate output matrix, §3.4) plus the 37k output bias."""
+    config = ModelConfig.from_name("transformer-base")
+    assert (config.num_layers, config.num_decoder_layers, config.hidden_size, config.intermediate_size,
+            config.num_heads, config.dropout) == (6, 6, 512, 2048, 8, 0.1)
+    assert config.arch == "encoder-decoder" and config.norm_position == "post" and not config.embedding_norm
+    assert 61e6 < parameters("transformer-base") < 66e6
+    big = ModelConfig.from_name("transformer-big")
+    assert (big.hidden_size, big.intermediate_size, big.num_heads, big.dropout) == (1024, 4096, 16, 0.3)
+    small = ModelConfig.from_name("transformer-small")
+    assert (small.num_layers, small.num_decoder_layers, small.hidden_size, small.num_heads) == (3, 3, 256, 4)
+
+
+# ----------------------------------------------------------------------------------- embeddings
+def test_sinusoid_halves_layout_follows_the_formula():
+    """Vaswani et al. §3.5 with sin in the first half of the dims, cos in the second, no offset."""
+    table = sinusoidal_halves_table(50, 16)
+    pos, i = 37, 3
+    angle = pos / 10000 ** (2 * i / 16)
+    assert table[pos, i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+    assert table[pos, 8 + i].item() == pytest.approx(math.cos(angle), abs=1e-6)
+    assert torch.equal(table[0, :8], torch.zeros(8)) and torch.equal(table[0, 8:], torch.ones(8))
+
+
+def test_embeddings_are_scaled_and_the_sinusoid_is_not_stored():
+    model = tiny_model()
+    emb = model.backbone.encoder.embeddings
+    ids = torch.tensor([[5, 9, 2]])
+    expected = emb.tok(ids) * math.sqrt(32) + sinusoidal_halves_table(64, 32)[:3]
+    torch.testing.assert_close(emb(ids), expected)
+    assert not any("pos" in key for key in model.state_dict())  # recomputed from the config
+    assert not any("pos" in name for name, _ in model.named_parameters())
+
+
+def test_one_table_for_encoder_decoder_and_output():
+    model = tiny_model()
+    table = model.backbone.input_embeddings().weight
+    assert model.backbone.decoder.embeddings.tok.weight is table
+    assert model.heads["lm"].decoder.weight is table
+    assert model.heads["lm"].bias.shape == (61,)
+
+
+def test_saves_and_loads(tmp_path):
+    model = tiny_model()
+    with torch.no_grad():
+        model.heads["lm"].bias.normal_()
+    save_model(model, tmp_path)
+    loaded = load_model(tmp_path).eval()
+    assert loaded.head_specs() == model.head_specs()
+    batch = dict(input_ids=torch.randint(1, 61, (2, 5)), decoder_input_ids=torch.randint(1, 61, (2, 4)))
+    with torch.no_grad():
+        assert torch.equal(loaded(**batch).heads["lm"].logits, model(**batch).heads["lm"].logits)
+
+
+# ----------------------------------------------------------------------------------- loss
+@pytest.mark.parametrize("bias", [True, False])
+def test_label_smoothed_linear_cross_entropy_equals_torch(monkeypatch, bias):
+    """Loss and gradients equal F.cross_entropy(label_smoothing=0.1) over materialised logits, across
+    several chunks (the last one partial)."""
+    monkeypatch.setattr(ce, "CHUNK_ELEMENTS", 7 * 50)
+    torch.manual_seed(0)
+    hidden = torch.randn(23, 16, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(50, 16, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(50, dtype=torch.float64, requires_grad=True) if bias else None
+    targets = torch.randint(0, 50, (23,))
+    params = [hidden, weight] + ([b] if bias else [])
+    reference = F.cross_entropy(F.linear(hidden, weight, b), targets, label_smoothing=0.1)
+    expected = torch.autograd.grad(3.0 * reference, params)
+    loss, predictions = ce.linear_cross_entropy(hidden, weight, b, targets, label_smoothing=0.1)
+    got = torch.autograd.grad(3.0 * loss, params)
+    torch.testing.assert_close(loss, reference.float(), rtol=1e-6, atol=1e-6)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e)
+    assert torch.equal(predictions, F.linear(hidden, weight, b).argmax(-1))
+    plain, _ = ce.linear_cross_entropy(hidden, weight, b, targets)
+    assert not torch.allclose(plain, loss)  # smoothing changes the loss
+
+
+def test_label_smoothing_out_of_range_is_refused():
+    with pytest.raises(ValueError, match="label_smoothing"):
+        ce.linear_cross_entropy(torch.randn(2, 4), torch.randn(5, 4), None, torch.zeros(2, dtype=torch.long), 1.5)
+
+
+def test_seq2seq_head_predicts_labels_unshifted_with_smoothing():
+    """Position t's logits score labels[t] (the decoder inputs are the labels shifted right), padding
+    labels are ignored; fused and plain heads agree in loss and gradients."""
+    fused = tiny_model()
+    plain = TaskModel(fused.config, {"lm": {"kind": "seq2seq_lm", "label_smoothing": 0.1, "fused_loss": False}})
+    plain.load_state_dict(fused.state_dict())
+    plain.eval()
+    with torch.no_grad():
+        fused.heads["lm"].bias.normal_()
+        plain.heads["lm"].bias.copy_(fused.heads["lm"].bias)
+    src = torch.randint(1, 61, (2, 6))
+    labels = torch.randint(1, 61, (2, 5))
+    labels[1, 3:] = IGNORE
+    start = fused.config.decoder_start_id
+    decoder_input_ids = torch.cat([torch.full((2, 1), start), labels[:, :-1].clamp(min=0)], 1)  # shifted right
+    decoder_mask = torch.ones_like(labels)
+    decoder_mask[1, 4:] = 0
+    batch = dict(input_ids=src, decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_mask)
+    out = fused(**batch, labels=labels)
+    logits = fused(**batch).heads["lm"].logits  # (B, T, V)
+    keep = labels != IGNORE
+    expected = F.cross_entropy(logits[keep], labels[keep], label_smoothing=0.1)
+    torch.testing.assert_close(out.loss, expected, atol=1e-6, rtol=1e-6)
+    other = plain(**batch, labels=labels)
+    torch.testing.assert_close(other.loss, out.loss, atol=1e-6, rtol=1e-6)
+    out.loss.backward()
+    other.loss.backward()
+    for (name, p), q in zip(fused.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-6, rtol=1e-5, msg=name)
