@@ -3,6 +3,7 @@ sinusoid layout, embedding scaling, the seq2seq LM head and label-smoothed chunk
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -144,3 +145,186 @@ def test_seq2seq_head_predicts_labels_unshifted_with_smoothing():
     other.loss.backward()
     for (name, p), q in zip(fused.named_parameters(), plain.parameters()):
         torch.testing.assert_close(p.grad, q.grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+# ----------------------------------------------------------------------------------- HF interop
+transformers = pytest.importorskip("transformers")
+
+from lmforge.convert import load_hf, save_hf  # noqa: E402
+from lmforge.convert.hf_config import ConfigError, from_hf_config  # noqa: E402
+from lmforge.convert.mapping import ConversionError  # noqa: E402
+from lmforge.generate import GenerationConfig, generate  # noqa: E402
+
+PAD, EOS, V = 60, 1, 61
+TOL = dict(atol=1e-5, rtol=1e-5)
+
+
+def hf_marian_config(**overrides):
+    """Tiny, with encoder and decoder depths that differ (2 + 3) so the {enc}/{dec} ranges are exercised."""
+    kw = dict(vocab_size=V, d_model=32, encoder_layers=2, decoder_layers=3, encoder_attention_heads=4,
+              decoder_attention_heads=4, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=64,
+              pad_token_id=PAD, decoder_start_token_id=PAD, eos_token_id=EOS, forced_eos_token_id=None,
+              scale_embedding=True, activation_function="swish", dropout=0.1)
+    return transformers.MarianConfig(**{**kw, **overrides})
+
+
+def hf_marian(tmp_path, cls: str = "MarianMTModel", seed: int = 0, **overrides):
+    """A random HF model (eval) with non-zero biases, LayerNorm shifts and final_logits_bias, saved; the
+    last decoder LayerNorm's gain is scaled up so next-token distributions are sharp (no near-ties in
+    generate) while the tokens still depend on the source."""
+    torch.manual_seed(seed)
+    model = getattr(transformers, cls)(hf_marian_config(**overrides)).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("bias") or "layer_norm" in name:
+                param.add_(torch.randn_like(param) * 0.1)
+        model.get_decoder().layers[-1].final_layer_norm.weight.mul_(30.0)
+        if cls == "MarianMTModel":
+            model.final_logits_bias.normal_(std=0.5)
+    directory = tmp_path / cls
+    model.save_pretrained(directory)
+    return model, directory
+
+
+def batch():
+    """Right-padded sources and targets of different lengths; decoder inputs = labels shifted right."""
+    g = torch.Generator().manual_seed(7)
+    src = torch.randint(2, PAD, (3, 7), generator=g)
+    src_mask = torch.ones_like(src)
+    src_mask[1, 5:] = 0
+    src_mask[2, 3:] = 0
+    labels = torch.randint(2, PAD, (3, 6), generator=g)
+    tgt_mask = torch.ones_like(labels)
+    tgt_mask[1, 4:] = 0
+    tgt_mask[2, 2:] = 0
+    decoder_input_ids = torch.cat([torch.full((3, 1), PAD), labels[:, :-1]], 1).masked_fill(tgt_mask == 0, PAD)
+    inputs = dict(input_ids=src.masked_fill(src_mask == 0, PAD), attention_mask=src_mask,
+                  decoder_input_ids=decoder_input_ids, decoder_attention_mask=tgt_mask)
+    return inputs, labels.masked_fill(tgt_mask == 0, IGNORE)
+
+
+@pytest.mark.parametrize("cls", ["MarianMTModel", "MarianModel"])
+def test_hf_to_lmforge_parity(cls, tmp_path):
+    hf, directory = hf_marian(tmp_path, cls)
+    ours = load_hf(directory).eval()
+    assert ours.config.family == "marian" and ours.config.activation == "silu" and ours.config.scale_embeddings
+    assert (ours.config.num_layers, ours.config.num_decoder_layers) == (2, 3)
+    inputs, labels = batch()
+    with torch.no_grad():
+        a = hf(**inputs, output_hidden_states=True)
+        b = ours(**inputs, output_hidden_states=True)
+    pairs = list(zip(a.encoder_hidden_states, b.backbone.encoder.hidden_states))
+    pairs += list(zip(a.decoder_hidden_states, b.backbone.hidden_states))
+    assert len(pairs) == 3 + 4  # embeddings + one per layer, each stack
+    for i, (x, y) in enumerate(pairs):  # every position, padding included
+        torch.testing.assert_close(y, x, **TOL, msg=lambda m, i=i: f"hidden state {i}: {m}")
+    if cls == "MarianModel":
+        return
+    torch.testing.assert_close(b.heads["seq2seq_lm"].logits, a.logits, **TOL)
+    with torch.no_grad():
+        hf_loss = hf(**inputs, labels=labels).loss
+        our_loss = ours(**inputs, labels=labels).loss
+    torch.testing.assert_close(our_loss, hf_loss, **TOL)
+
+
+@pytest.mark.parametrize("cls", ["MarianMTModel", "MarianModel"])
+def test_lmforge_to_hf_round_trip(cls, tmp_path):
+    hf, directory = hf_marian(tmp_path, cls)
+    ours = load_hf(directory)
+    save_hf(ours, tmp_path / "export")
+    again = load_hf(tmp_path / "export")
+    before, after = ours.state_dict(), again.state_dict()
+    assert before.keys() == after.keys()
+    for key in before:
+        assert torch.equal(before[key], after[key]), key
+    assert again.head_specs() == ours.head_specs() and again.config == ours.config
+
+    reloaded, info = getattr(transformers, cls).from_pretrained(tmp_path / "export", output_loading_info=True)
+    # the sinusoids are not stored (MarianMTModel ignores them on save too); MarianModel re-creates them
+    missing = {k for k in info["missing_keys"] if "embed_positions" not in k}
+    assert not missing and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    for key, tensor in hf.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[key], tensor), key
+    assert reloaded.config.decoder_start_token_id == PAD and reloaded.config.forced_eos_token_id is None
+
+
+def test_refuses_what_it_cannot_build(tmp_path):
+    def config(**overrides) -> dict:
+        return {**hf_marian_config(**overrides).to_dict(), "architectures": ["MarianMTModel"]}
+
+    with pytest.raises(ConfigError, match="decoder_ffn_dim"):
+        from_hf_config(config(decoder_ffn_dim=64))
+    with pytest.raises(ConfigError, match="share_encoder_decoder_embeddings"):
+        from_hf_config(config(share_encoder_decoder_embeddings=False))
+    with pytest.raises(ConfigError, match="activation_dropout"):
+        from_hf_config(config(activation_dropout=0.1))
+    with pytest.raises(ConfigError, match="not supported"):
+        from_hf_config({**config(), "architectures": ["MarianForCausalLM"]})
+    ours = TaskModel(ModelConfig.from_name("transformer-base", **TINY, norm_position="pre"),
+                     {"lm": {"kind": "seq2seq_lm"}})
+    with pytest.raises(ConfigError, match="norm_position"):
+        save_hf(ours, tmp_path / "pre-ln")
+    untied = TaskModel(ModelConfig.from_name("transformer-base", **TINY, tie_word_embeddings=False),
+                       {"lm": {"kind": "seq2seq_lm"}})
+    with pytest.raises(ConfigError, match="tie_word_embeddings"):
+        save_hf(untied, tmp_path / "untied")
+
+
+def test_token_tables_stored_under_several_names_must_agree(tmp_path):
+    """transformers 5 unties encoder/decoder tables from `shared` with tie_word_embeddings=False; such a
+    checkpoint (three different tables) is not the one-table model lmforge builds."""
+    _, directory = hf_marian(tmp_path, tie_word_embeddings=False)
+    with pytest.raises(ConversionError, match="should be the same tensor"):
+        load_hf(directory)
+
+
+def hf_generate(model, inputs, new: int, eos: int | None, **kw) -> list[list[int]]:
+    out = model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                         max_new_tokens=new, min_new_tokens=0, decoder_start_token_id=PAD, pad_token_id=PAD,
+                         eos_token_id=eos, do_sample=False, **kw)
+    rows = []
+    for row in out[:, 1:].tolist():  # without the decoder start token
+        if eos is not None and eos in row:
+            row = row[: row.index(eos) + 1]
+        rows.append(row)
+    return rows
+
+
+def test_greedy_equals_transformers(tmp_path):
+    hf, directory = hf_marian(tmp_path, seed=3)
+    ours = load_hf(directory).eval()
+    inputs, _ = batch()
+    src, mask = inputs["input_ids"], inputs["attention_mask"]
+    config = GenerationConfig(max_new_tokens=12, pad_token_id=PAD, decoder_start_token_id=PAD)
+    got = generate(ours, src, mask, config).tokens
+    assert got == hf_generate(hf, inputs, 12, None)
+    eos = got[0][3]  # a token greedy reaches: rows stop there
+    config.eos_token_id = eos
+    got = generate(ours, src, mask, config).tokens
+    assert got == hf_generate(hf, inputs, 12, eos)
+    assert got[0][-1] == eos and len(got[0]) <= 4
+
+
+@pytest.mark.parametrize("length_penalty", [1.0, 0.6])
+def test_beam_search_equals_transformers(length_penalty, tmp_path):
+    hf, directory = hf_marian(tmp_path, seed=4)
+    ours = load_hf(directory).eval()
+    inputs, _ = batch()
+    src, mask = inputs["input_ids"], inputs["attention_mask"]
+    config = GenerationConfig(strategy="beam", num_beams=3, max_new_tokens=10, pad_token_id=PAD,
+                              decoder_start_token_id=PAD, length_penalty=length_penalty)
+    got = generate(ours, src, mask, config).tokens
+    assert got == hf_generate(hf, inputs, 10, None, num_beams=3, length_penalty=length_penalty)
+    eos, got = eos_that_ends_a_hypothesis(ours, src, mask, config, got)
+    assert got == hf_generate(hf, inputs, 10, eos, num_beams=3, length_penalty=length_penalty)
+
+
+def eos_that_ends_a_hypothesis(model, src, mask, config: GenerationConfig,
+                               tokens: list[list[int]]) -> tuple[int, list[list[int]]]:
+    """A token of the EOS-free output that, made the EOS, ends some row's chosen hypothesis (so
+    finished hypotheses compete with live ones); and the output with it."""
+    for eos in sorted({t for row in tokens for t in row}):
+        out = generate(model, src, mask, dataclasses.replace(config, eos_token_id=eos)).tokens
+        if any(row[-1] == eos for row in out):
+            return eos, out
+    raise AssertionError("no EOS candidate ends a hypothesis")
