@@ -141,6 +141,8 @@ def test_seq2seq_head_predicts_labels_unshifted_with_smoothing():
     torch.testing.assert_close(out.loss, expected, atol=1e-6, rtol=1e-6)
     other = plain(**batch, labels=labels)
     torch.testing.assert_close(other.loss, out.loss, atol=1e-6, rtol=1e-6)
+    metrics = fused.heads["lm"].metrics("lm", fused.heads["lm"].metric_counts("lm", out.heads["lm"]))
+    assert set(metrics) == {"lm_loss", "lm_accuracy"}  # exp(smoothed loss) is no perplexity
     out.loss.backward()
     other.loss.backward()
     for (name, p), q in zip(fused.named_parameters(), plain.parameters()):

@@ -155,6 +155,13 @@ class Seq2SeqLMHead(_VocabularyHead):
     def spec(self) -> dict[str, Any]:
         return {**super().spec(), "label_smoothing": self.label_smoothing}
 
+    def metrics(self, name: str, sums: dict[str, float]) -> dict[str, float]:
+        """Loss and accuracy; no perplexity when smoothing, since exp(smoothed loss) is not one."""
+        out = super().metrics(name, sums)
+        if self.label_smoothing:
+            out.pop(self.perplexity_key.format(name=name), None)
+        return out
+
     def forward(self, out: BackboneOutput, batch: dict[str, Any]) -> HeadOutput:
         labels = batch.get(self.label_key)
         if labels is None:
