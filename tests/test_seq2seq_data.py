@@ -3,12 +3,15 @@ tiny Transformer learning from it with label smoothing, and checkpoint averaging
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from lmforge.average import average_last_checkpoints, average_model_dirs
 from lmforge.config import WEIGHTS_FILE, ModelConfig
+from lmforge.data.parallel import read_parallel
 from lmforge.data.translation import collate_pairs, shift_right, token_budget_batches
 from lmforge.heads import IGNORE
 from lmforge.models.task_model import TaskModel, load_model, save_model
@@ -107,3 +110,54 @@ def test_average_last_checkpoints_of_a_run(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="3 intact checkpoints, 5 asked"):
         average_last_checkpoints(root, 5, tmp_path / "avg5")
+
+
+# ----------------------------------------------------------------------------------- parallel text
+def write(path, lines: list[str], gz: bool = False):
+    data = "".join(line + "\n" for line in lines).encode()
+    if gz:
+        import gzip
+
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    return path
+
+
+def test_read_parallel_counts_empty_sides_and_ratio_outliers(tmp_path):
+    src = write(tmp_path / "s.de.gz", ["ein Hund", "", "zwei Katzen  ", "ja", "ein Mann"], gz=True)
+    tgt = write(tmp_path / "t.en", ["a dog", "nothing", "two cats", "yes " * 12, ""])
+    text = read_parallel(src, tgt)
+    assert text.sources == ["ein Hund", "zwei Katzen"] and text.targets == ["a dog", "two cats"]
+    stats = text.stats
+    assert (stats.lines, stats.pairs, stats.empty, stats.ratio_outliers) == (5, 2, 2, 1)
+    assert stats.examples[0] == f"{src}:2: empty source; pair skipped"
+    assert any(note.startswith(f"{src}:4: 1 vs 12 words") for note in stats.examples)
+
+
+def test_read_parallel_refuses_misaligned_files(tmp_path):
+    src = write(tmp_path / "s", ["a", "b", "c"])
+    tgt = write(tmp_path / "t", ["x", "y"])
+    for pair in ((src, tgt), (tgt, src)):  # the longer file runs out last or first
+        with pytest.raises(ValueError, match=r"/s has 3 lines but .*/t has 2: the files are not aligned"):
+            read_parallel(*pair)
+
+
+def test_read_parallel_tsv_and_jsonl(tmp_path):
+    tsv = write(tmp_path / "pairs.tsv", ["ein Hund\ta dog", "ja\tyes"])
+    assert read_parallel(tsv).targets == ["a dog", "yes"]
+    bad = write(tmp_path / "bad.tsv", ["ein Hund\ta dog", "no tab here"])
+    with pytest.raises(ValueError, match=r"bad.tsv:2: expected 2 tab-separated columns"):
+        read_parallel(bad)
+    rows = [json.dumps({"de": "ein Hund", "en": "a dog"}), json.dumps({"de": "ja"})]
+    jsonl = write(tmp_path / "pairs.jsonl", rows)
+    with pytest.raises(ValueError, match=r"pairs.jsonl:2: expected string fields \['de', 'en'\]"):
+        read_parallel(jsonl, fields=("de", "en"))
+    with pytest.raises(ValueError, match="give the source and the target file"):
+        read_parallel(write(tmp_path / "pairs.txt", ["a"]))
+
+
+def test_read_parallel_on_multi30k(shared_data):
+    folder = shared_data("multi30k")
+    text = read_parallel(folder / "val.de.gz", folder / "val.en.gz")
+    assert text.stats.lines == 1014 and text.stats.pairs == len(text.sources) == len(text.targets) > 1000
+    assert text.sources[0].startswith("Eine Gruppe von Männern")
