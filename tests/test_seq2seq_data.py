@@ -15,6 +15,8 @@ from lmforge.data.parallel import read_parallel
 from lmforge.data.translation import collate_pairs, shift_right, token_budget_batches
 from lmforge.heads import IGNORE
 from lmforge.models.task_model import TaskModel, load_model, save_model
+from lmforge.train.config import load_config
+from lmforge.train.optim import inverse_sqrt_peak_lr, lr_factor
 from lmforge.weights import load_weights
 
 PAD, START, EOS = 0, 0, 2
@@ -161,3 +163,21 @@ def test_read_parallel_on_multi30k(shared_data):
     text = read_parallel(folder / "val.de.gz", folder / "val.en.gz")
     assert text.stats.lines == 1014 and text.stats.pairs == len(text.sources) == len(text.targets) > 1000
     assert text.sources[0].startswith("Eine Gruppe von Männern")
+
+
+# ----------------------------------------------------------------------------------- schedule
+def test_inverse_sqrt_schedule_is_vaswanis():
+    """§5.3: lrate = d^-0.5 min(step^-0.5, step warmup^-1.5), as peak lr x lr_factor(step / total)."""
+    d, warmup, total = 512, 4000, 100_000
+    peak = inverse_sqrt_peak_lr(d, warmup)
+    assert peak == pytest.approx(6.99e-4, rel=1e-3)
+    for step in (1, 400, 4000, 9000, 100_000):
+        paper = d ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)
+        ours = peak * lr_factor(step / total, warmup / total, "inverse_sqrt")
+        assert ours == pytest.approx(paper, rel=1e-9)
+    with pytest.raises(ValueError, match="warmup > 0"):
+        lr_factor(0.5, 0.0, "inverse_sqrt")
+    config = load_config(None, ["schedule.kind=inverse_sqrt", "schedule.warmup=0.04", "schedule.max_steps=10"])
+    assert config.schedule.kind == "inverse_sqrt"
+    with pytest.raises(ValueError, match="needs schedule.warmup > 0"):
+        load_config(None, ["schedule.kind=inverse_sqrt", "schedule.warmup=0", "schedule.max_steps=10"])
