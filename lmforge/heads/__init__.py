@@ -6,7 +6,7 @@ from typing import Any
 
 from lmforge.config import ModelConfig
 from lmforge.heads.base import Head, HeadOutput
-from lmforge.heads.lm import IGNORE, CausalLMHead, MaskedLMHead
+from lmforge.heads.lm import IGNORE, CausalLMHead, MaskedLMHead, Seq2SeqLMHead
 from lmforge.heads.pretraining import ReplacedTokenHead, SegmentPairHead, SentenceOrderHead
 from lmforge.heads.tasks import (
     MultipleChoiceHead,
@@ -21,6 +21,7 @@ HEADS: dict[str, type[Head]] = {
     for cls in (
         MaskedLMHead,
         CausalLMHead,
+        Seq2SeqLMHead,
         SegmentPairHead,
         SentenceOrderHead,
         ReplacedTokenHead,
