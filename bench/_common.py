@@ -6,6 +6,7 @@ lmforge.convert's config map, so no field can drift) and AdamW; warmup steps are
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -110,11 +111,14 @@ def compare_training(objective: str, default_preset: str, heads: dict[str, dict]
                      make_batch: Callable[..., Batch], need_causal: bool) -> None:
     """The CPU training-throughput comparison shared by bench_mlm and bench_clm: same config, same
     batches, fused AdamW on both sides (as HF Trainer on torch >= 2.8), timed in alternating rounds;
-    prints both tok/s and the ratio."""
+    prints both tok/s and the ratio. `--precision bf16` runs both sides under the bf16 autocast that
+    lmforge's trainer uses (fp32 weights and optimizer state); `both` times fp32 and bf16 of each side
+    in the same alternating rounds and also prints the bf16 / fp32 speed-ups."""
     import argparse
 
     from lmforge.models import TaskModel
     from lmforge.train.optim import build_optimizer
+    from lmforge.train.trainer import autocast
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--preset", default=default_preset)
@@ -122,7 +126,9 @@ def compare_training(objective: str, default_preset: str, heads: dict[str, dict]
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=4, help="alternations of the two sides")
+    parser.add_argument("--rounds", type=int, default=4, help="alternations of the sides")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "both"),
+                        help="bf16: autocast on both sides (an error on a CPU without native bf16)")
     args = parser.parse_args()
     cfg = ModelConfig.from_name(args.preset)
     if cfg.causal != need_causal:
@@ -131,16 +137,28 @@ def compare_training(objective: str, default_preset: str, heads: dict[str, dict]
         parser.error(f"--seq {args.seq} exceeds the preset's {cfg.max_position_embeddings} positions")
     gen = torch.Generator().manual_seed(0)
     data = [make_batch(cfg.vocab_size, args.batch, args.seq, gen) for _ in range(args.warmup + args.steps)]
+    precisions = ("fp32", "bf16") if args.precision == "both" else (args.precision,)
+    cpu = torch.device("cpu")
 
     ours = TaskModel(cfg, heads).train()
-    ours_step = train_step(
-        lambda b: ours(b["input_ids"], b["attention_mask"], **{label_key: b["labels"]}).loss,
-        build_optimizer(ours, 1e-4))
+    ours_opt = build_optimizer(ours, 1e-4)
     hf = hf_model(cfg, heads).train()
-    hf_step = train_step(lambda b: hf(**b).loss, torch.optim.AdamW(hf.parameters(), lr=1e-4, fused=True))
+    hf_opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, fused=True)
+    steps: dict[str, Callable[[Batch], None]] = {}
+    for precision in precisions:
+        def context(p: str = precision) -> contextlib.AbstractContextManager:
+            return autocast(cpu, p)
 
-    tps = interleaved_throughput({"hf": hf_step, "ours": ours_step}, data, args.steps, args.warmup, args.rounds)
-    hf_tps, ours_tps = tps["hf"], tps["ours"]
-    print(f"{args.preset} {objective} seq {args.seq} batch {args.batch} ({torch.get_num_threads()} threads, "
-          f"{args.steps} timed steps): transformers {hf_tps:,.0f} tok/s, lmforge {ours_tps:,.0f} tok/s, "
-          f"ratio {ours_tps / hf_tps:.2f}x")
+        steps[f"hf {precision}"] = train_step(lambda b: hf(**b).loss, hf_opt, context)
+        steps[f"ours {precision}"] = train_step(
+            lambda b: ours(b["input_ids"], b["attention_mask"], **{label_key: b["labels"]}).loss, ours_opt, context)
+
+    tps = interleaved_throughput(steps, data, args.steps, args.warmup, args.rounds)
+    for precision in precisions:
+        hf_tps, ours_tps = tps[f"hf {precision}"], tps[f"ours {precision}"]
+        print(f"{args.preset} {objective} seq {args.seq} batch {args.batch} {precision} "
+              f"({torch.get_num_threads()} threads, {args.steps} timed steps): transformers {hf_tps:,.0f} tok/s, "
+              f"lmforge {ours_tps:,.0f} tok/s, ratio {ours_tps / hf_tps:.2f}x")
+    if len(precisions) == 2:
+        print(f"bf16 / fp32: lmforge {tps['ours bf16'] / tps['ours fp32']:.2f}x, "
+              f"transformers {tps['hf bf16'] / tps['hf fp32']:.2f}x")

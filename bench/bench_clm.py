@@ -1,6 +1,6 @@
 """CLM training throughput, lmforge vs transformers GPT2LMHeadModel, same config/batch, one process.
 
-    python bench/bench_clm.py [--steps 20] [--batch 32] [--seq 128] [--preset gpt2-mini]
+    python bench/bench_clm.py [--steps 20] [--batch 32] [--seq 128] [--preset gpt2-mini] [--precision fp32|bf16|both]
 Prints tokens/s of both and the ratio (ours / HF; target >= 1.3x on CPU).
 """
 

@@ -1,6 +1,6 @@
 """MLM training throughput, lmforge vs transformers BertForMaskedLM, same config/batch, one process.
 
-    python bench/bench_mlm.py [--steps 20] [--batch 32] [--seq 128] [--preset bert-mini]
+    python bench/bench_mlm.py [--steps 20] [--batch 32] [--seq 128] [--preset bert-mini] [--precision fp32|bf16|both]
 Prints tokens/s of both and the ratio (ours / HF; target >= 3x on CPU).
 """
 

@@ -2,7 +2,8 @@
 
 A family is a preset (a dict of field values), not a class: BERT, RoBERTa, ALBERT, ELECTRA and
 DistilBERT are encoders that differ in embeddings, sharing and head details; GPT-1 and GPT-2 are
-causal decoders that differ in where LayerNorm sits.
+causal decoders that differ in where LayerNorm sits; Marian is the original encoder-decoder
+Transformer (Vaswani et al. 2017) as HF's `MarianMTModel` holds it.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from lmforge.elmo_config import ELMO_PRESETS, ElmoConfig
 if TYPE_CHECKING:
     from lmforge.nn.block import LayerSpec
 
-Family = Literal["bert", "roberta", "albert", "electra", "distilbert", "openai-gpt", "gpt2"]
-Activation = Literal["gelu", "gelu_tanh", "relu", "tanh"]
-FAMILIES: tuple[str, ...] = ("bert", "roberta", "albert", "electra", "distilbert", "openai-gpt", "gpt2")
+Family = Literal["bert", "roberta", "albert", "electra", "distilbert", "openai-gpt", "gpt2", "marian"]
+Activation = Literal["gelu", "gelu_tanh", "relu", "tanh", "silu"]
+FAMILIES: tuple[str, ...] = ("bert", "roberta", "albert", "electra", "distilbert", "openai-gpt", "gpt2", "marian")
 
 
 @dataclass(kw_only=True)
@@ -47,6 +48,10 @@ class ModelConfig:
     embedding_norm: bool = True  # LayerNorm after summing embeddings (BERT family; GPT has none)
     position_offset: int = 0  # RoBERTa: positions start at pad_token_id + 1 and follow the pad mask
     sinusoidal_positions: bool = False  # fixed sin/cos table (Vaswani et al. §3.5; DistilBERT option)
+    # "interleaved": sin/cos alternate (DistilBERT, stored in its checkpoints); "halves": sin in the first
+    # half of the dims, cos in the second (Marian; recomputed, never stored, as HF does)
+    sinusoidal_layout: Literal["interleaved", "halves"] = "interleaved"
+    scale_embeddings: bool = False  # token embeddings * sqrt(d_model) (Vaswani et al. §3.4; HF scale_embedding)
     pooler: bool = True  # dense+tanh over the first token (BERT §3, used by NSP/SOP/classification)
     activation: Activation = "gelu"
     layer_norm_eps: float = 1e-12
@@ -68,6 +73,7 @@ class ModelConfig:
 
     # --- special tokens ---
     pad_token_id: int | None = 0
+    decoder_start_token_id: int | None = None  # encoder-decoders' first decoder input; None -> pad_token_id
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -92,8 +98,16 @@ class ModelConfig:
         if self.num_decoder_layers and (self.causal or self.pooler):
             raise ValueError("an encoder-decoder (num_decoder_layers > 0) takes causal=False and pooler=False: "
                              "the encoder is bidirectional, the decoder causal by construction")
+        if self.sinusoidal_layout not in ("interleaved", "halves"):
+            raise ValueError(f"sinusoidal_layout must be 'interleaved' or 'halves', not {self.sinusoidal_layout!r}")
         if self.position_offset and self.pad_token_id is None:
             raise ValueError("position_offset (RoBERTa positions) needs a pad_token_id")
+
+    @property
+    def decoder_start_id(self) -> int | None:
+        """The first decoder input of an encoder-decoder: the pad token unless set (Marian and T5
+        start from pad; HF's `decoder_start_token_id`)."""
+        return self.pad_token_id if self.decoder_start_token_id is None else self.decoder_start_token_id
 
     @property
     def head_dim(self) -> int:
@@ -211,6 +225,33 @@ _GPT2 = dict(
     scaled_residual_init=True,
 )
 
+# The original Transformer (Vaswani et al. 2017) in HF Marian's layout: post-LN (§3.1), ReLU FFN (§3.3),
+# fixed sinusoidal positions (§3.5), token embeddings scaled by sqrt(d_model) and one table shared by
+# encoder, decoder and output projection (§3.4), no embedding LayerNorm; residual and embedding dropout
+# only (§5.4), no attention dropout; a shared BPE vocabulary of about 37000 tokens (§5.1).
+_MARIAN = dict(
+    family="marian",
+    vocab_size=37000,
+    num_layers=6,
+    num_decoder_layers=6,
+    hidden_size=512,
+    num_heads=8,
+    intermediate_size=2048,
+    max_position_embeddings=512,
+    type_vocab_size=0,
+    norm_position="post",
+    embedding_norm=False,
+    sinusoidal_positions=True,
+    sinusoidal_layout="halves",
+    scale_embeddings=True,
+    pooler=False,
+    classifier_style="first_mlp",
+    activation="relu",
+    layer_norm_eps=1e-5,  # HF Marian's LayerNorms use torch's default
+    dropout=0.1,
+    attention_dropout=0.0,
+)
+
 PRESETS: dict[str, dict[str, Any]] = {
     # BERT (Devlin et al. 2019, Table/§3.1)
     "bert-base-uncased": dict(_BERT),
@@ -233,6 +274,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpt2": dict(_GPT2),
     "gpt2-medium": dict(_GPT2, hidden_size=1024, num_layers=24, num_heads=16),
     "gpt2-mini": dict(_GPT2, hidden_size=256, num_layers=4, num_heads=4, max_position_embeddings=512),
+    # Vaswani et al. 2017, Table 3: base N=6, d_model 512, d_ff 2048, h 8, P_drop 0.1; big N=6, d_model
+    # 1024, d_ff 4096, h 16, P_drop 0.3 (EN-DE). The small size (3+3 layers, d 256) trains Multi30k on CPUs.
+    "transformer-base": dict(_MARIAN),
+    "transformer-big": dict(_MARIAN, hidden_size=1024, intermediate_size=4096, num_heads=16, dropout=0.3),
+    "transformer-small": dict(_MARIAN, num_layers=3, num_decoder_layers=3, hidden_size=256,
+                              intermediate_size=1024, num_heads=4, vocab_size=10000),
 }
 
 

@@ -155,8 +155,11 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str
 
 
 def _autocast(device: torch.device, bf16: bool | None):
-    enabled = device.type == "cuda" if bf16 is None else bf16
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+    """The pre-training trainer's precision rule: None is "auto" (bf16 on a GPU that has it, fp32 on
+    CPU), and True on a device without native bf16 is an error rather than a silent fp32 run."""
+    from lmforge.train.trainer import autocast
+
+    return autocast(device, "auto" if bf16 is None else "bf16" if bf16 else "fp32")
 
 
 def predict_logits(model: TaskModel, task: Task, encoded: Encoded, pad: int, batch_size: int,

@@ -55,10 +55,11 @@ RECIPES: dict[str, Recipe] = {
                       evidence="CoNLL-2003: eng.testb F1 85.9 at 5 epochs, lr 5e-5, epoch chosen on eng.testa, "
                                "vs 83.1 at 3 epochs, lr 3e-5 (bench/results/conll2003_5ep.json, issue 17)"),
     # SQuAD v1.1: BERT §4.2 trains 3 epochs at 5e-5, batch 32; HF's run_qa 2 epochs. One epoch on the
-    # 9k questions of 40 articles gave EM 34.4 / F1 50.3, far from converged.
+    # 9k questions of 40 articles gave EM 34.4 / F1 50.3; the no-flag 2-epoch run is bench_defaults' squad.
     "qa": Recipe(5e-5, 32, 2.0, evals_per_epoch=1,
-                 evidence="SQuAD (first 40 / last 8 articles): F1 50.3 after 1 epoch, still rising "
-                          "(bench/results/squad_1ep.json); BERT §4.2 uses 2-3 epochs at 5e-5"),
+                 evidence="SQuAD (first 40 / last 8 articles): F1 50.3 after a single epoch "
+                          "(bench/results/squad_1ep.json); BERT §4.2 uses 2-3 epochs at 5e-5; 2 epochs "
+                          "not yet measured here"),
     # SWAG: BERT §4.4, 3 epochs at 2e-5, batch 16. No SWAG data here: the paper's values, unmeasured.
     "multiple_choice": Recipe(2e-5, 16, 3.0, evals_per_epoch=1,
                               evidence="BERT §4.4 (SWAG); not measured here (no SWAG data)"),

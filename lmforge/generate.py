@@ -80,10 +80,13 @@ class GenerationOutput:
 
 
 # ------------------------------------------------------------------------------------- stepping
+LM_HEAD_KINDS = ("clm", "seq2seq_lm")  # heads whose `logits` score the next token
+
+
 def lm_head(model: torch.nn.Module) -> torch.nn.Module:
-    """The causal-LM head of a TaskModel (kind "clm")."""
+    """The language-model head of a TaskModel (kind "clm", or "seq2seq_lm" on an encoder-decoder)."""
     for head in model.heads.values():
-        if head.kind == "clm":
+        if head.kind in LM_HEAD_KINDS:
             return head
     raise ValueError(f"the model has no causal LM head (heads: {sorted(model.heads)}); "
                      "generation needs a decoder with an LM head (GPT, or an encoder-decoder)")

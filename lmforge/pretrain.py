@@ -170,24 +170,21 @@ def init_from_pretrained(config: PretrainConfig, data_vocab: int) -> TaskModel:
     from lmforge.models.task_model import load_state
 
     source_dir = Path(config.model.init_from)
-    kind = config.objective.kind
-    if kind == "electra":
-        raise ValueError("model.init_from: ELECTRA trains a generator and a discriminator from scratch; "
-                         "continue an ELECTRA discriminator with objective.kind=mlm instead")
+    objective = make_objective(config.objective)
+    if not objective.heads:  # a composite model (ELECTRA's generator + discriminator) starts from scratch
+        raise ValueError(f"model.init_from: objective {objective.kind} trains its own composite model from scratch; "
+                         "continue one of its saved models with a single-model objective (e.g. objective.kind=mlm)")
     source = load_pretrained(source_dir)
     model_config = source.config.replace(**config.model.overrides) if config.model.overrides else source.config
-    if model_config.causal != (kind == "clm"):
-        need = "a causal (GPT) model" if kind == "clm" else "an encoder (BERT-like) model"
-        raise ValueError(f"model.init_from={source_dir}: objective {kind} needs {need}")
     if data_vocab > model_config.vocab_size:
         raise ValueError(f"model.init_from={source_dir}: the model has {model_config.vocab_size} embedding rows "
                          f"but the prepared data has {data_vocab} token ids; prepare the data with the model's "
                          f"tokenizer (lmforge prepare --tokenizer {source_dir})")
-    needed = config.objective.max_seq_len + model_config.position_offset
-    if needed > model_config.max_position_embeddings:
-        raise ValueError(f"objective.max_seq_len {config.objective.max_seq_len} needs {needed} positions; "
-                         f"model.init_from={source_dir} has {model_config.max_position_embeddings}")
-    heads = make_objective(config.objective).heads  # the objective's heads (electra refused above)
+    try:  # causal vs encoder, segments, positions
+        objective.check_model(model_config)
+    except ValueError as err:
+        raise ValueError(f"model.init_from={source_dir}: {err}") from None
+    heads = objective.heads
     model = TaskModel(model_config, heads)
     own = source.head_specs()
     kept = tuple(f"heads.{name}." for name, spec in heads.items() if own.get(name, {}).get("kind") == spec["kind"])

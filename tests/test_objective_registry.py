@@ -120,3 +120,29 @@ def test_each_registered_objective_builds_a_model_and_a_batch(kind, prepared, tm
     if kind in METRICS:
         assert set(metrics) == METRICS[kind]
     assert metrics and all(v >= 0 for v in metrics.values())
+
+
+def test_init_from_checks_the_source_model_with_the_objective(tmp_path):
+    """Continued pre-training refuses through the same objective checks as a fresh model."""
+    from lmforge.config import ModelConfig
+    from lmforge.models import TaskModel, save_model
+    from lmforge.pretrain import init_from_pretrained
+
+    small = dict(vocab_size=60, hidden_size=16, num_heads=2, num_layers=1, intermediate_size=32,
+                 max_position_embeddings=24)
+    save_model(TaskModel(ModelConfig.from_name("bert-tiny", **small), {"mlm": {"kind": "mlm"}}), tmp_path / "bert")
+    save_model(TaskModel(ModelConfig.from_name("roberta-base", **small, type_vocab_size=1)), tmp_path / "roberta")
+
+    def init(source: str, *overrides: str):
+        config = load_config(None, [f"model.init_from={tmp_path / source}", "objective.max_seq_len=16", *overrides])
+        return init_from_pretrained(config, 60)
+
+    assert set(init("bert", "objective.kind=mlm_nsp").heads) == {"mlm", "nsp"}
+    with pytest.raises(ValueError, match="init_from=.*objective clm needs a causal model"):
+        init("bert", "objective.kind=clm")
+    with pytest.raises(ValueError, match="init_from=.*two segments"):
+        init("roberta", "objective.kind=mlm_sop")
+    with pytest.raises(ValueError, match="init_from=.*positions"):
+        init("bert", "objective.max_seq_len=32")
+    with pytest.raises(ValueError, match="electra trains its own composite model"):
+        init("bert", "objective.kind=electra")

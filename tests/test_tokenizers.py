@@ -14,6 +14,7 @@ from conftest import data_path
 from tokenizers import normalizers
 
 from lmforge.cli import tokenizer as tokenizer_cli
+from lmforge.data.reader import ReadStats
 from lmforge.tokenizers import (
     TEMPLATES,
     check_corpus_file,
@@ -23,7 +24,6 @@ from lmforge.tokenizers import (
     train_tokenizer,
     write_hf_tokenizer_files,
 )
-from lmforge.tokenizers.corpus import CorpusStats
 
 transformers = pytest.importorskip("transformers")
 
@@ -247,7 +247,7 @@ def test_bad_corpus_files_name_file_and_problem(tmp_path):
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes(b"fine\nstill fine\ncaf\xe9\n")
     check_corpus_file(latin1)
-    stats = CorpusStats()
+    stats = ReadStats()
     assert list(iter_lines([latin1], stats=stats)) == ["fine", "still fine", "caf\ufffd"]
     assert stats.invalid_utf8_lines == 1 and stats.examples == [f"{latin1}:3: invalid UTF-8 at byte 3; replaced with U+FFFD"]
     with pytest.raises(ValueError, match="fake.gz: cannot read"):

@@ -102,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
     lm_head(model)  # a model without a causal LM head cannot generate: a one-line error
     tokenizer = load_tokenizer(model_dir)
     ids = special_ids(model_dir, tokenizer)
+    if ids["decoder_start_token_id"] is None:  # an encoder-decoder's own start token (Marian/T5: the pad id)
+        ids["decoder_start_token_id"] = getattr(model.config, "decoder_start_id", None)
     config = GenerationConfig(
         max_new_tokens=args.max_new_tokens, strategy=args.strategy, temperature=args.temperature,
         top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty, num_beams=args.num_beams,

@@ -65,7 +65,9 @@ def _chosen_command(argv: list[str]) -> str | None:
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser, with the full sub-parser of the command in `argv` (all of them when None)."""
-    parser = argparse.ArgumentParser(prog="lmforge", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="lmforge", description="Train Transformer language models end to end: tokenizer -> prepare -> "
+                                    "pretrain -> finetune / evaluate / predict -> convert to HuggingFace.")
     parser.add_argument("--version", action="version", version=f"lmforge {__version__}")
     level = parser.add_mutually_exclusive_group()
     level.add_argument("-v", "--verbose", action="count", default=0,

@@ -9,7 +9,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("prepare", help="tokenize raw text into memory-mapped shards", description=__doc__)
     p.add_argument("--tokenizer", required=True, help="folder with tokenizer.json (or the file itself)")
     p.add_argument("--input", nargs="+", required=True, metavar="FILE_OR_GLOB", help="text files, plain or .gz")
-    p.add_argument("--out", required=True, help="output folder (its train/ valid/ manifest.json are replaced)")
+    p.add_argument("--out", required=True,
+                   help="output folder: new, empty, or earlier prepared data (replaced once the new data is complete)")
     p.add_argument(
         "--format",
         default="auto",

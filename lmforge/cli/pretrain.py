@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = pretrain(config, resume=args.resume, overwrite=args.overwrite)
     if main_process() and result.final_dir is not None:
-        last = next((r for r in reversed(result.history) if "loss" in r), {})
-        print(f"pretrain: done at step {result.state.step}; final loss {last.get('loss', float('nan')):.4f}; "
-              f"model in {result.final_dir}")
+        last = next((r for r in reversed(result.history) if "loss" in r), None)
+        loss = f"final loss {last['loss']:.4f}" if last else "no steps were left to train"
+        print(f"pretrain: done at step {result.state.step}; {loss}; model in {result.final_dir}")
     return 0

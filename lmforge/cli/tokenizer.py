@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from lmforge.data.reader import ReadStats
 from lmforge.tokenizers import (
     KINDS,
     TEMPLATES,
@@ -14,7 +15,6 @@ from lmforge.tokenizers import (
     train_tokenizer,
     write_hf_tokenizer_files,
 )
-from lmforge.tokenizers.corpus import CorpusStats
 from lmforge.tokenizers.families import default_family
 
 
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if args.vocab_size < 1:
         raise ValueError(f"--vocab-size must be positive, got {args.vocab_size}")
     family = args.family or default_family(args.kind)
-    stats = CorpusStats()
+    stats = ReadStats()
     tokenizer = train_tokenizer(
         args.kind, args.corpus, args.vocab_size, lowercase=args.lowercase, strip_accents=args.strip_accents,
         family=family, min_frequency=args.min_frequency, limit_alphabet=args.limit_alphabet,

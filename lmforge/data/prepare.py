@@ -36,7 +36,7 @@ from lmforge.data.encode import (
     special_tokens,
     tokenizer_file,
 )
-from lmforge.data.reader import ReadStats, expand_inputs, read_records, sniff
+from lmforge.data.reader import ReadStats, expand_inputs, is_compressed, read_records, sniff
 from lmforge.data.shards import _SplitWriter, token_dtype
 from lmforge.tokenizers import copy_tokenizer_files, vocab_fingerprint
 
@@ -186,7 +186,9 @@ def _prepare_into(out: Path, config: PrepareConfig, tok, tok_path: Path, train_f
     writers = {s: _SplitWriter(out / s, dtype, config.shard_tokens) for s in splits}
     router = _Router(writers, config.valid_fraction, config.seed)
     stats = ReadStats()
-    total_bytes = sum(p.stat().st_size for p in train_files + valid_files)
+    # the bar counts decompressed bytes: a percentage of the files' sizes only holds for plain text
+    files = train_files + valid_files
+    total_bytes = None if any(map(is_compressed, files)) else sum(p.stat().st_size for p in files)
     began = time.perf_counter()
     bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="prepare", disable=not config.progress, smoothing=0.1)
     for files, forced in ((train_files, None), (valid_files, "valid")):

@@ -105,6 +105,12 @@ def open_binary(path: str | Path) -> IO[bytes]:
     return raw
 
 
+def is_compressed(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    return magic[:2] == GZIP_MAGIC or magic == ZSTD_MAGIC
+
+
 class _ZstdReader(io.RawIOBase):
     """Decompressed bytes of a zstd file (concatenated frames too). Unlike zstandard's stream_reader
     it raises EOFError when the file ends inside a frame, as gzip does, so a cut-off .zst is an error."""
@@ -331,4 +337,4 @@ def _jsonl_text(line: str, lineno: int, path: Path, text_field: str, stats: Read
     return row[text_field]
 
 
-__all__ = ["ReadStats", "expand_inputs", "open_binary", "read_error", "read_records", "sniff", "detect_format", "io"]
+__all__ = ["ReadStats", "expand_inputs", "is_compressed", "open_binary", "read_error", "read_records", "sniff", "detect_format", "io"]

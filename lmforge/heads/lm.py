@@ -1,4 +1,5 @@
-"""Language-model heads: masked LM (BERT family) and causal LM (GPT), both tied to the input embeddings.
+"""Language-model heads: masked LM (BERT family), causal LM (GPT) and sequence-to-sequence LM (the
+original Transformer / Marian), all tied to the input embeddings.
 
 Both predict only the positions that have a target, and by default compute the loss with
 `linear_cross_entropy`, which never materialises the (N, V) logits: the step then returns argmax
@@ -29,6 +30,7 @@ class _VocabularyHead(Head):
     decoder: nn.Linear
     bias: torch.Tensor | None
     perplexity_key: ClassVar[str] = "{name}_perplexity"
+    label_smoothing: float = 0.0  # the seq2seq head takes one (Vaswani et al. §5.4); 0 elsewhere
 
     def __init__(self, config: ModelConfig, backbone: Backbone, *, fused_loss: bool = True, **kw: Any) -> None:
         super().__init__(config, backbone, **kw)
@@ -61,10 +63,11 @@ class _VocabularyHead(Head):
         """Loss of the rows `hidden` (N, H) against `targets` (N,)."""
         if self.fused_loss and targets.numel():
             loss, predictions = linear_cross_entropy(self.transform(hidden), self.decoder.weight, self.bias,
-                                                     targets)
+                                                     targets, self.label_smoothing)
             return HeadOutput(logits=None, loss=loss, labels=targets, predictions=predictions)
         logits = self.logits(hidden)  # (N, V)
-        loss = F.cross_entropy(logits.float(), targets) if targets.numel() else logits.sum() * 0.0
+        loss = (F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing) if targets.numel()
+                else logits.sum() * 0.0)
         return HeadOutput(logits=logits, loss=loss, labels=targets, predictions=logits.argmax(-1))
 
 
@@ -124,3 +127,44 @@ class CausalLMHead(_VocabularyHead):
         targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE)  # (B, T)
         selected = targets.ne(IGNORE)
         return self.loss_at(out.last_hidden_state[selected], targets[selected])
+
+
+class Seq2SeqLMHead(_VocabularyHead):
+    """The decoder's output projection of an encoder-decoder (Vaswani et al. §3.4: tied to the one token
+    table shared by encoder and decoder) plus a vocabulary bias (HF Marian's `final_logits_bias`).
+
+    Decoder position t predicts `labels[t]`: unlike the GPT head nothing is shifted here, because the
+    decoder's inputs are already the labels shifted right behind `decoder_start_token_id` (built by the
+    data collator). `label_smoothing` (Vaswani et al. §5.4: 0.1) smooths over the full vocabulary, as
+    `F.cross_entropy(label_smoothing=...)` does; the reported loss is the smoothed one being optimised.
+    """
+
+    kind = "seq2seq_lm"
+    default_label_key = "labels"
+
+    def __init__(self, config: ModelConfig, backbone: Backbone, *, label_smoothing: float = 0.0, **kw: Any) -> None:
+        super().__init__(config, backbone, **kw)
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        if config.tie_word_embeddings:
+            self.decoder.weight = backbone.input_embeddings().weight
+
+    def spec(self) -> dict[str, Any]:
+        return {**super().spec(), "label_smoothing": self.label_smoothing}
+
+    def metrics(self, name: str, sums: dict[str, float]) -> dict[str, float]:
+        """Loss and accuracy; no perplexity when smoothing, since exp(smoothed loss) is not one."""
+        out = super().metrics(name, sums)
+        if self.label_smoothing:
+            out.pop(self.perplexity_key.format(name=name), None)
+        return out
+
+    def forward(self, out: BackboneOutput, batch: dict[str, Any]) -> HeadOutput:
+        labels = batch.get(self.label_key)
+        if labels is None:
+            return HeadOutput(logits=self.logits(out.last_hidden_state))  # (B, T, V)
+        selected = labels.ne(IGNORE)  # (B, T): target padding is IGNORE
+        return self.loss_at(out.last_hidden_state[selected], labels[selected])

@@ -23,4 +23,6 @@ def activation(name: str) -> nn.Module:
         return nn.ReLU()
     if name == "tanh":
         return nn.Tanh()
+    if name == "silu":  # swish (Ramachandran et al. 2017): the FFN activation of the released opus-mt models
+        return nn.SiLU()
     raise ValueError(f"unknown activation {name!r}")

@@ -1,4 +1,8 @@
-"""Token + position (+ segment) embeddings, optional LayerNorm and ALBERT/ELECTRA projection."""
+"""Token + position (+ segment) embeddings, optional LayerNorm and ALBERT/ELECTRA projection.
+
+Positions are a learned table, or a fixed sinusoid (Vaswani et al. §3.5) in one of two layouts:
+interleaved (DistilBERT keeps it as a frozen table in its checkpoints) or sin/cos halves (Marian,
+recomputed from the config and never stored, as HF drops it on save)."""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from lmforge.config import ModelConfig
 from lmforge.nn.dropout import Dropout
@@ -21,6 +26,28 @@ def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
     return table.float()
 
 
+def sinusoidal_halves_table(num_positions: int, dim: int) -> torch.Tensor:
+    """Vaswani et al. §3.5 in Marian's layout (HF `MarianSinusoidalPositionalEmbedding`): column j of
+    the sinusoid has angle pos / 10000^(2 floor(j/2) / d); the even columns' sines fill the first
+    ceil(d/2) dims, the odd columns' cosines the rest. Computed in float64 as HF does, then float32."""
+    position = torch.arange(num_positions, dtype=torch.float64)[:, None]  # (P, 1)
+    exponent = 2 * (torch.arange(dim, dtype=torch.float64) // 2) / dim  # (d,)
+    angle = position / torch.pow(torch.tensor(10000.0, dtype=torch.float64), exponent)  # (P, d)
+    return torch.cat([torch.sin(angle[:, 0::2]), torch.cos(angle[:, 1::2])], dim=1).float()
+
+
+class SinusoidalPositions(nn.Module):
+    """A fixed position table that is a non-persistent buffer: not a parameter, not in the state dict
+    (HF's Marian checkpoints do not store it), rebuilt from the config on construction."""
+
+    def __init__(self, num_positions: int, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("table", sinusoidal_halves_table(num_positions, dim), persistent=False)
+
+    def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(position_ids, self.table)  # (B, T, d)
+
+
 class Embeddings(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -28,10 +55,17 @@ class Embeddings(nn.Module):
         self.position_offset = config.position_offset
         self.pad_token_id = config.pad_token_id
         self.tok = nn.Embedding(config.vocab_size, dim, padding_idx=config.pad_token_id)
-        self.pos = nn.Embedding(config.num_positions, dim)
-        if config.sinusoidal_positions:
-            self.pos.weight.data.copy_(sinusoidal_table(config.num_positions, dim))
-            self.pos.weight.requires_grad_(False)
+        # Vaswani et al. §3.4: token embeddings multiplied by sqrt(d_model), so they are not swamped by
+        # the unit-amplitude sinusoid they are added to
+        self.scale = math.sqrt(dim) if config.scale_embeddings else None
+        self.pos: nn.Module
+        if config.sinusoidal_positions and config.sinusoidal_layout == "halves":
+            self.pos = SinusoidalPositions(config.num_positions, dim)
+        else:
+            self.pos = nn.Embedding(config.num_positions, dim)
+            if config.sinusoidal_positions:
+                self.pos.weight.data.copy_(sinusoidal_table(config.num_positions, dim))
+                self.pos.weight.requires_grad_(False)
         self.seg = nn.Embedding(config.type_vocab_size, dim) if config.type_vocab_size > 0 else None
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps) if config.embedding_norm else None
         self.drop = Dropout(config.dropout)
@@ -50,7 +84,10 @@ class Embeddings(nn.Module):
         `position_ids` (B, T) override both (generation from left-padded prompts)."""
         if position_ids is None:
             position_ids = self.position_ids(input_ids, past)
-        x = self.tok(input_ids) + self.pos(position_ids)  # (B, T, E)
+        tokens = self.tok(input_ids)  # (B, T, E)
+        if self.scale is not None:
+            tokens = tokens * self.scale
+        x = tokens + self.pos(position_ids)
         if self.seg is not None:
             if token_type_ids is None:
                 token_type_ids = torch.zeros_like(input_ids)

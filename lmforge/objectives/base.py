@@ -122,7 +122,7 @@ def require_positions(model: ModelConfig, max_seq_len: int) -> None:
 
 def require_encoder(kind: str, model: ModelConfig) -> None:
     if model.causal:
-        raise ValueError(f"objective {kind} needs an encoder preset, got a causal model")
+        raise ValueError(f"objective {kind} needs an encoder (BERT-like) model, got a causal one")
 
 
 # ------------------------------------------------------------------------------------ batching

@@ -42,7 +42,7 @@ class CausalLM(BaseObjective):
 
     def check_model(self, model: ModelConfig) -> None:
         if not model.causal:
-            raise ValueError(f"objective {self.kind} needs a causal preset (gpt2-mini, gpt2, ...), got an encoder")
+            raise ValueError(f"objective {self.kind} needs a causal model (a GPT preset such as gpt2-mini), got an encoder")
         require_positions(model, self.max_seq_len)
 
     def layout(self, corpus: Corpus, rng: np.random.Generator) -> Blocks:

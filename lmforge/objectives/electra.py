@@ -48,6 +48,7 @@ class Electra(MaskedLM):
     """The generator's MLM examples (full sentences, 15% masked); the model is `ElectraModel`."""
 
     kind: ClassVar[str] = "electra"
+    heads: ClassVar[dict[str, dict[str, Any]]] = {}  # ElectraModel builds the generator's mlm and the rtd head
 
     def build_model(self, model: ModelConfig, run: PretrainConfig) -> tuple[nn.Module, dict[str, TaskModel]]:
         settings = run.electra

@@ -60,6 +60,8 @@ class FullSentences:
 
 @dataclass(frozen=True)
 class MaskedLM(BaseObjective):
+    """RoBERTa §4: MLM alone over FULL-SENTENCES examples; the base of the MLM+pair and ELECTRA objectives."""
+
     kind: ClassVar[str] = "mlm"
     Settings: ClassVar[type] = MaskingSettings
     heads: ClassVar[dict[str, dict[str, Any]]] = {"mlm": {"kind": "mlm"}}

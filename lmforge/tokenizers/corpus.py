@@ -10,25 +10,11 @@ tokenizer is trained on exactly the text the data will be prepared from. Files a
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmforge.data.reader import open_binary, read_error
+from lmforge.data.reader import ReadStats, open_binary, read_error
 
 _SNIFF_BYTES = 8192
-
-
-@dataclass
-class CorpusStats:
-    """What the corpus reader repaired, for the summary `lmforge tokenizer train` prints."""
-
-    lines: int = 0
-    invalid_utf8_lines: int = 0
-    examples: list[str] = field(default_factory=list)  # the first few "file:line: problem" notes
-
-    def note(self, message: str) -> None:
-        if len(self.examples) < 5:
-            self.examples.append(message)
 
 
 def check_corpus_file(path: str | Path) -> Path:
@@ -55,10 +41,11 @@ def check_corpus_file(path: str | Path) -> Path:
 
 
 def iter_lines(files: Iterable[str | Path], *, skip_blank: bool = True,
-               stats: CorpusStats | None = None) -> Iterator[str]:
+               stats: ReadStats | None = None) -> Iterator[str]:
     """Lines (without newline) of every file in turn; blank lines skipped by default. Invalid UTF-8
-    is replaced with U+FFFD and counted in `stats`; a truncated compressed file is a ValueError."""
-    stats = stats if stats is not None else CorpusStats()
+    is replaced with U+FFFD and counted in `stats` (prepare's ReadStats: lines, invalid_utf8_lines,
+    examples); a truncated compressed file is a ValueError."""
+    stats = stats if stats is not None else ReadStats()
     for path in map(Path, files):
         with open_binary(path) as raw:
             number = 0
@@ -84,7 +71,7 @@ def iter_lines(files: Iterable[str | Path], *, skip_blank: bool = True,
 
 
 def batched_lines(files: Iterable[str | Path], batch_size: int = 1000,
-                  stats: CorpusStats | None = None) -> Iterator[list[str]]:
+                  stats: ReadStats | None = None) -> Iterator[list[str]]:
     """Lines grouped in lists: `train_from_iterator` is faster on batches than on single strings."""
     batch: list[str] = []
     for line in iter_lines(files, stats=stats):

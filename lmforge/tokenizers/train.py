@@ -13,8 +13,9 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
 
+from lmforge.data.reader import ReadStats
 from lmforge.tokenizers import pipeline
-from lmforge.tokenizers.corpus import CorpusStats, batched_lines, check_corpus_file
+from lmforge.tokenizers.corpus import batched_lines, check_corpus_file
 from lmforge.tokenizers.families import KINDS, FamilyTemplate, default_family, template
 
 
@@ -80,7 +81,7 @@ def train_tokenizer(
     limit_alphabet: int | None = None,
     model_max_length: int | None = None,
     show_progress: bool = False,
-    stats: CorpusStats | None = None,
+    stats: ReadStats | None = None,
 ) -> Tokenizer:
     """Train on the lines of `files` (plain or .gz; streamed). `lowercase=None` takes the family's
     default (uncased BERT/ALBERT, cased GPT-2/RoBERTa); accents are kept unless `strip_accents`.

@@ -108,7 +108,10 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     found = list_checkpoints(root)
     main = int(os.environ.get("RANK", "0")) == 0
     for step, path in reversed(found):
-        problem = checkpoint_problem(path)
+        try:
+            problem = checkpoint_problem(path)
+        except OSError as err:  # e.g. moved aside by rank 0 while this rank looked at it
+            problem = f"unreadable ({err})"
         if problem is None:
             if main:
                 newest = "" if step == found[-1][0] else ", the newest intact one"

@@ -52,7 +52,7 @@ class OptimSection:
 
 @dataclass(kw_only=True)
 class ScheduleSection:
-    kind: Literal["linear", "cosine", "constant"] = "linear"
+    kind: Literal["linear", "cosine", "constant", "inverse_sqrt"] = "linear"
     warmup: float = 0.01  # fraction of training (steps, or time with a budget)
     min_lr_factor: float = 0.0
     max_steps: int = 0  # optimizer steps; 0 -> epochs * steps per epoch
@@ -81,7 +81,10 @@ class ExportSection:
 @dataclass(kw_only=True)
 class SystemSection:
     device: str = "auto"  # auto | cpu | cuda
-    precision: Literal["fp32", "bf16"] = "bf16"  # bf16 autocast applies on CUDA only
+    # bf16 = autocast over fp32 weights and AdamW state, on CUDA (Ampere+) or a CPU with AVX512-BF16/AMX
+    # (an error elsewhere, never a silent fp32 run); auto = bf16 on such a GPU, fp32 on CPU (why:
+    # lmforge.train.trainer.resolve_precision)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
     distributed: Literal["ddp", "fsdp"] = "ddp"  # under torchrun
     log_every: int = 10
@@ -167,6 +170,8 @@ def validate(config: PretrainConfig) -> None:
         raise ValueError("optim.batch_size and optim.grad_accum must be >= 1")
     if not 0.0 <= config.schedule.warmup < 1.0:
         raise ValueError(f"schedule.warmup {config.schedule.warmup} must be a fraction in [0, 1)")
+    if config.schedule.kind == "inverse_sqrt" and config.schedule.warmup <= 0:
+        raise ValueError("schedule.kind inverse_sqrt needs schedule.warmup > 0 (its peak is at the end of warmup)")
     if config.schedule.max_steps <= 0 and config.schedule.epochs <= 0 and config.schedule.time_budget_minutes <= 0:
         raise ValueError("set schedule.max_steps, schedule.epochs or schedule.time_budget_minutes")
 

@@ -1,4 +1,5 @@
-"""AdamW with the usual no-decay groups, and warmup + linear/cosine/constant learning-rate schedules."""
+"""AdamW with the usual no-decay groups, and warmup + linear/cosine/constant/inverse-sqrt learning-rate
+schedules."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-Schedule = Literal["linear", "cosine", "constant"]
+Schedule = Literal["linear", "cosine", "constant", "inverse_sqrt"]
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -53,7 +54,19 @@ def lr_factor(progress: float, warmup: float, schedule: Schedule, min_factor: fl
         return min_factor + (1.0 - min_factor) * (1.0 - rest)
     if schedule == "cosine":
         return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * rest))
+    if schedule == "inverse_sqrt":  # Vaswani et al. §5.3, divided by its peak (see `inverse_sqrt_peak_lr`)
+        if warmup <= 0:
+            raise ValueError("the inverse_sqrt schedule needs a warmup > 0 (its peak is at the end of warmup)")
+        return math.sqrt(warmup / progress)
     raise ValueError(f"unknown schedule {schedule!r}")
+
+
+def inverse_sqrt_peak_lr(d_model: int, warmup_steps: int) -> float:
+    """Vaswani et al. §5.3: lrate = d_model^-0.5 * min(step^-0.5, step * warmup_steps^-1.5) rises linearly
+    for `warmup_steps` and decays with 1/sqrt(step). Its peak (at step = warmup_steps) is this value, so
+    peak lr = inverse_sqrt_peak_lr(d, w) with schedule "inverse_sqrt" and warmup = w / total steps is that
+    schedule (base model: d 512, 4000 warmup steps -> 7.0e-4)."""
+    return d_model ** -0.5 * warmup_steps ** -0.5
 
 
 def set_lr(optimizer: torch.optim.Optimizer, peak_lr: float, factor: float) -> float:
