@@ -5,7 +5,7 @@ The peer is PyTorch's own kernel: per direction one nn.LSTM(P, C, proj_size=P, n
 clipping, no residual), the backward one over the reversed sequence. Both sides get the same token
 vectors and a sum-of-outputs loss, so the time is the recurrent part that differs. Run side by side:
 
-    python bench/bench_elmo.py --preset elmo-cpu --batch 32 --steps 20 [--device cuda]
+    python bench/bench_elmo.py --preset elmo-cpu --batch 32 --steps 20 --rounds 3 [--device cuda]
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def main() -> None:
     parser.add_argument("--preset", default="elmo-cpu")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--length", type=int, default=20, help="tokens per sequence (bilm-tf unroll_steps)")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, the two models alternating (median kept)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
@@ -75,9 +76,12 @@ def main() -> None:
     config = ElmoConfig.from_name(args.preset, dropout=0.0)
     torch.manual_seed(0)
     tokens = torch.randn(args.batch, args.length, config.projection_dim, device=args.device)
-    results = {}
-    for name, model in (("nn.LSTM biLM", PlainBiLM(config)), ("lmforge ELMo biLSTM", OursBiLM(config))):
-        results[name] = tokens_per_second(model.to(args.device), tokens, args.steps)
+    models = {"nn.LSTM biLM": PlainBiLM(config).to(args.device), "lmforge ELMo biLSTM": OursBiLM(config).to(args.device)}
+    rates: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(args.rounds):  # alternating, so a busy machine slows both alike
+        for name, model in models.items():
+            rates[name].append(tokens_per_second(model, tokens, args.steps))
+    results = {name: sorted(values)[len(values) // 2] for name, values in rates.items()}
     peer = results["nn.LSTM biLM"]
     print(f"{args.preset} cells {config.lstm_dim} proj {config.projection_dim} batch {args.batch} x {args.length} "
           f"on {args.device} ({torch.get_num_threads()} threads)")

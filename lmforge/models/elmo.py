@@ -96,12 +96,13 @@ class BiLstmLayer(nn.Module):
         outputs = []
         for step in steps:
             gates = torch.baddbmm(step, h, self.w_hidden)  # (2, B, 4C)
-            sig = torch.sigmoid(gates)  # one kernel for i, f, o (j's quarter unused)
-            i, _, f, o = sig.chunk(4, dim=-1)
-            c = torch.addcmul(f * c, i, torch.tanh(gates[..., C:2 * C]))
+            # chunk, not slices: its backward is one cat of the four gate gradients, where a slice's
+            # zero-fills a (2, B, 4C) tensor per step (measured: 0.85x -> 0.93x of nn.LSTM at batch 128)
+            i, j, f, o = gates.chunk(4, dim=-1)
+            c = torch.addcmul(torch.sigmoid(f) * c, torch.sigmoid(i), torch.tanh(j))
             if self.cell_clip:
                 c = c.clamp(-self.cell_clip, self.cell_clip)
-            h = torch.bmm(o * torch.tanh(c), self.w_projection)  # (2, B, P)
+            h = torch.bmm(torch.sigmoid(o) * torch.tanh(c), self.w_projection)  # (2, B, P)
             if self.proj_clip:
                 h = h.clamp(-self.proj_clip, self.proj_clip)
             outputs.append(h)
