@@ -26,6 +26,7 @@ METRICS = {
     "mlm_sop": {"mlm_loss", "mlm_accuracy", "mlm_perplexity", "sop_accuracy"},
     "electra": {"mlm_loss", "mlm_accuracy", "mlm_perplexity", "rtd_accuracy"},
     "clm": {"lm_loss", "lm_accuracy", "perplexity"},
+    "distill": {"mlm_loss", "mlm_accuracy", "mlm_perplexity"},
 }
 
 
@@ -89,16 +90,26 @@ def test_mismatched_model_is_refused_naming_the_preset(tmp_path):
                                                    "model.overrides.max_position_embeddings=32"]), 100, 0)
 
 
-def _config(kind: str, prepared, tmp_path):
-    """The trainer tests' tiny model for the objective, on the prepared corpus."""
+def _config(kind: str, prepared, tmp_path, teacher=None):
+    """The trainer tests' tiny model for the objective, on the prepared corpus (distillation: from
+    a 2-layer teacher of the same widths)."""
     return load_config(None, tiny_overrides(kind, str(tmp_path), **{
         "objective.max_seq_len": "32", "model.overrides.max_position_embeddings": "40",
-        "model.overrides.num_layers": "1", "data.prepared_dir": str(prepared)}))
+        "model.overrides.num_layers": "1", "data.prepared_dir": str(prepared),
+        **({"distill.teacher": str(teacher)} if teacher is not None else {})}))
+
+
+@pytest.fixture(scope="module")
+def teacher(prepared, tmp_path_factory):
+    from distill_toy import tiny_teacher
+
+    vocab = PretrainingDataset(prepared, ObjectiveConfig(kind="mlm", max_seq_len=32)).vocab_size
+    return tiny_teacher(tmp_path_factory.mktemp("teacher"), vocab_size=vocab, max_position_embeddings=40)
 
 
 @pytest.mark.parametrize("kind", sorted(OBJECTIVES))
-def test_each_registered_objective_builds_a_model_and_a_batch(kind, prepared, tmp_path):
-    config = _config(kind, prepared, tmp_path)
+def test_each_registered_objective_builds_a_model_and_a_batch(kind, prepared, teacher, tmp_path):
+    config = _config(kind, prepared, tmp_path, teacher if getattr(OBJECTIVES[kind], "needs_teacher", False) else None)
     data = PretrainingDataset(prepared, config.objective, seed=1)
     assert len(data) > 4
     batch = data.collate([data[i] for i in range(4)])
