@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from collections.abc import Callable
 
 import torch
 from _common import hf_model, mlm_batch, throughput, train_step
@@ -46,6 +47,28 @@ def plain_loss(teacher: nn.Module, student: nn.Module, batch: dict[str, torch.Te
     return SETTINGS.alpha_ce * ce + SETTINGS.alpha_mlm * s.loss + SETTINGS.alpha_cos * cos
 
 
+def measure_ours(teacher_cfg: ModelConfig, student_cfg: ModelConfig, data: list, args: argparse.Namespace,
+                 device: torch.device, autocast: Callable, sync: Callable) -> float:
+    """tokens/s of lmforge's DistilBERT step (student from every other teacher layer)."""
+    teacher, student = TaskModel(teacher_cfg, HEADS), TaskModel(student_cfg, HEADS)
+    init_from_teacher(student, teacher)
+    ours = DistilBert(student, teacher, SETTINGS).to(device).train()
+    step = train_step(lambda b: ours(b["input_ids"], b["attention_mask"], mlm_labels=b["labels"]).loss,
+                      build_optimizer(ours, 1e-4), autocast)
+    return throughput(step, data, args.steps, args.warmup, sync)
+
+
+def measure_plain(teacher_cfg: ModelConfig, student_cfg: ModelConfig, data: list, args: argparse.Namespace,
+                  device: torch.device, autocast: Callable, sync: Callable) -> float:
+    """tokens/s of the plain loop with transformers models."""
+    teacher = hf_model(teacher_cfg, HEADS).to(device).eval().requires_grad_(False)
+    student = hf_model(student_cfg, HEADS).to(device).train()
+    step = train_step(lambda b: plain_loss(teacher, student, b),
+                      torch.optim.AdamW(student.parameters(), lr=1e-4, fused=device.type in ("cpu", "cuda")),
+                      autocast)
+    return throughput(step, data, args.steps, args.warmup, sync)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--preset", default="bert-base-uncased", help="the teacher's preset")
@@ -70,24 +93,11 @@ def main() -> None:
         return torch.autocast("cuda", dtype=torch.bfloat16) if use_autocast else contextlib.nullcontext()
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    fused = device.type in ("cpu", "cuda")
 
-    teacher = TaskModel(teacher_cfg, HEADS)
-    student = TaskModel(student_cfg, HEADS)
-    init_from_teacher(student, teacher)
-    ours = DistilBert(student, teacher, SETTINGS).to(device).train()
-    ours_step = train_step(lambda b: ours(b["input_ids"], b["attention_mask"], mlm_labels=b["labels"]).loss,
-                           build_optimizer(ours, 1e-4), autocast)
-    ours_tps = throughput(ours_step, data, args.steps, args.warmup, sync)
-    del ours, ours_step, teacher, student
+    ours_tps = measure_ours(teacher_cfg, student_cfg, data, args, device, autocast, sync)
     if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-    hf_teacher = hf_model(teacher_cfg, HEADS).to(device).eval().requires_grad_(False)
-    hf_student = hf_model(student_cfg, HEADS).to(device).train()
-    plain_step = train_step(lambda b: plain_loss(hf_teacher, hf_student, b),
-                            torch.optim.AdamW(hf_student.parameters(), lr=1e-4, fused=fused), autocast)
-    plain_tps = throughput(plain_step, data, args.steps, args.warmup, sync)
+        torch.cuda.empty_cache()  # the first side's models are gone; the second starts from the same memory
+    plain_tps = measure_plain(teacher_cfg, student_cfg, data, args, device, autocast, sync)
 
     where = f"{device.type} {args.dtype}" + (f" {torch.get_num_threads()} threads" if device.type == "cpu" else "")
     print(f"{args.preset} -> {student_cfg.num_layers} layers, DistilBERT step, seq {args.seq} batch {args.batch} "
