@@ -119,4 +119,16 @@ def test_errors_name_the_problem(tmp_path):
         distill_config(tmp_path, bare, **{"model.init_from": str(bare)})
     with pytest.raises(ValueError, match="vocabulary"):
         build_pretraining_model(distill_config(tmp_path, bare, **{"distill.alpha_ce": "0"}), 50, 0)
+    with pytest.raises(ValueError, match=r"embeddings.pos.weight \(16, 32\).*init_from_teacher=false"):
+        build(tmp_path, **{"model.overrides.max_position_embeddings": "16"})
     assert make_objective(distill_config(tmp_path, bare).objective).kind == "distill"
+
+
+def test_shipped_recipes_match_their_papers():
+    distilbert, tinybert = load_config("distilbert"), load_config("tinybert")
+    assert distilbert.objective.kind == "distill" and distilbert.objective.dynamic_masking
+    d = distilbert.distill
+    assert (d.alpha_ce, d.alpha_mlm, d.alpha_cos, d.temperature) == (5.0, 2.0, 1.0, 2.0)
+    assert distilbert.model.overrides == {"num_layers": 6}  # half of BERT-base's 12
+    assert tinybert.objective.kind == "tinybert"
+    assert tinybert.model.overrides == {"num_layers": 4, "hidden_size": 312, "intermediate_size": 1200}
