@@ -94,18 +94,24 @@ def main() -> None:
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
-    ours_tps = measure_ours(teacher_cfg, student_cfg, data, args, device, autocast, sync)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()  # the first side's models are gone; the second starts from the same memory
-    plain_tps = measure_plain(teacher_cfg, student_cfg, data, args, device, autocast, sync)
+    peaks = {}
+    for name, measure in (("ours", measure_ours), ("plain", measure_plain)):
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # the other side's models are gone; each starts from the same memory
+            torch.cuda.reset_peak_memory_stats()
+        peaks[name + "_tps"] = measure(teacher_cfg, student_cfg, data, args, device, autocast, sync)
+        peaks[name + "_gib"] = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    ours_tps, plain_tps = peaks["ours_tps"], peaks["plain_tps"]
 
     where = f"{device.type} {args.dtype}" + (f" {torch.get_num_threads()} threads" if device.type == "cpu" else "")
     print(f"{args.preset} -> {student_cfg.num_layers} layers, DistilBERT step, seq {args.seq} batch {args.batch} "
           f"({where}, {args.steps} timed steps): transformers loop {plain_tps:,.0f} tok/s, "
-          f"lmforge distill {ours_tps:,.0f} tok/s, ratio {ours_tps / plain_tps:.2f}x")
+          f"lmforge distill {ours_tps:,.0f} tok/s, ratio {ours_tps / plain_tps:.2f}x"
+          + (f"; peak GPU memory {peaks['plain_gib']:.1f} vs {peaks['ours_gib']:.1f} GiB" if device.type == "cuda" else ""))
     print(f"RESULT bench_distill preset={args.preset} student_layers={student_cfg.num_layers} seq={args.seq} "
           f"batch={args.batch} device={device.type} dtype={args.dtype} plain_tok_s={plain_tps:.0f} "
-          f"ours_tok_s={ours_tps:.0f} ratio={ours_tps / plain_tps:.3f}")
+          f"ours_tok_s={ours_tps:.0f} ratio={ours_tps / plain_tps:.3f} plain_peak_gib={peaks['plain_gib']:.2f} "
+          f"ours_peak_gib={peaks['ours_gib']:.2f}")
 
 
 if __name__ == "__main__":
