@@ -131,3 +131,18 @@ def test_each_registered_objective_builds_a_model_and_a_batch(kind, prepared, te
     if kind in METRICS:
         assert set(metrics) == METRICS[kind]
     assert metrics and all(v >= 0 for v in metrics.values())
+
+
+def test_a_distillation_teacher_with_another_tokenizer_is_refused(prepared, teacher, tmp_path):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(teacher, other)
+    _train_tokenizer("wordpiece", _corpus(n_docs=12, seed=5)).save(str(other / "tokenizer.json"))
+    config = load_config(None, tiny_overrides("distill", str(tmp_path / "run"), **{
+        "distill.teacher": str(other), "data.prepared_dir": str(prepared), "model.overrides.num_layers": "1",
+        "model.overrides.max_position_embeddings": "40"}))
+    with pytest.raises(ValueError, match="distill.teacher=.*not the tokenizer"):
+        build_pretraining_model(config, 40, 0)
+    shutil.copy(prepared / "tokenizer" / "tokenizer.json", other / "tokenizer.json")  # the data's own: accepted
+    build_pretraining_model(config, 40, 0)

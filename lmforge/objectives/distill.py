@@ -124,9 +124,10 @@ def init_from_teacher(student: TaskModel, teacher: TaskModel) -> bool:
             from_name = f"backbone.layers.{int(index) * stride}.{rest}"
         if from_name in source and source[from_name].shape == target[name].shape:
             taken[name] = source[from_name]
-    missing = [k for k in target if k.startswith("backbone.") and k not in taken]
+    missing = [f"{k} {tuple(target[k].shape)}" for k in target if k.startswith("backbone.") and k not in taken]
     if missing:
-        raise ValueError(f"distill: cannot initialise the student from the teacher, missing {missing[:4]}")
+        raise ValueError(f"distill: the teacher has no tensor of the student's shape for {', '.join(missing[:3])}; "
+                         f"keep the teacher's sizes there or set distill.init_from_teacher=false")
     student.load_state_dict(taken, strict=False)
     return True
 
@@ -214,11 +215,26 @@ class DistilBert(Distillation):
         return ModelOutput(backbone=student, heads=heads, loss=loss)
 
 
+def check_teacher_tokenizer(run: PretrainConfig) -> None:
+    """A teacher that ships a tokenizer must have the one the data was prepared with: the same
+    vocabulary size with other token ids would distill from a teacher reading different text."""
+    from lmforge.tokenizers import has_tokenizer
+
+    teacher = Path(run.distill.teacher)
+    if not run.data.prepared_dir or not has_tokenizer(teacher):
+        return
+    from lmforge.pretrain import check_tokenizer_matches_data, read_manifest  # pretrain imports objectives
+
+    prepared = Path(run.data.prepared_dir)
+    check_tokenizer_matches_data(teacher, read_manifest(prepared), prepared, "distill.teacher")
+
+
 def build_student(objective: MaskedLM, model: ModelConfig, run: PretrainConfig,
                   heads: dict[str, dict[str, Any]]) -> tuple[TaskModel, TaskModel]:
     """Teacher loaded, student built from its architecture, checked against the objective and
     initialised from the teacher (DistilBERT §3) when `distill.init_from_teacher`."""
     teacher = load_teacher(run.distill.teacher)
+    check_teacher_tokenizer(run)
     config = student_config(teacher.config, run, model.vocab_size)
     objective.check_model(config)
     student = TaskModel(config, heads)
