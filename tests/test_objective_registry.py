@@ -26,6 +26,8 @@ METRICS = {
     "mlm_sop": {"mlm_loss", "mlm_accuracy", "mlm_perplexity", "sop_accuracy"},
     "electra": {"mlm_loss", "mlm_accuracy", "mlm_perplexity", "rtd_accuracy"},
     "clm": {"lm_loss", "lm_accuracy", "perplexity"},
+    "distill": {"mlm_loss", "mlm_accuracy", "mlm_perplexity"},
+    "tinybert": {"mlm_loss", "mlm_accuracy", "mlm_perplexity"},
 }
 
 
@@ -89,16 +91,26 @@ def test_mismatched_model_is_refused_naming_the_preset(tmp_path):
                                                    "model.overrides.max_position_embeddings=32"]), 100, 0)
 
 
-def _config(kind: str, prepared, tmp_path):
-    """The trainer tests' tiny model for the objective, on the prepared corpus."""
+def _config(kind: str, prepared, tmp_path, teacher=None):
+    """The trainer tests' tiny model for the objective, on the prepared corpus (distillation: from
+    a 2-layer teacher of the same widths)."""
     return load_config(None, tiny_overrides(kind, str(tmp_path), **{
         "objective.max_seq_len": "32", "model.overrides.max_position_embeddings": "40",
-        "model.overrides.num_layers": "1", "data.prepared_dir": str(prepared)}))
+        "model.overrides.num_layers": "1", "data.prepared_dir": str(prepared),
+        **({"distill.teacher": str(teacher)} if teacher is not None else {})}))
+
+
+@pytest.fixture(scope="module")
+def teacher(prepared, tmp_path_factory):
+    from distill_toy import tiny_teacher
+
+    vocab = PretrainingDataset(prepared, ObjectiveConfig(kind="mlm", max_seq_len=32)).vocab_size
+    return tiny_teacher(tmp_path_factory.mktemp("teacher"), vocab_size=vocab, max_position_embeddings=40)
 
 
 @pytest.mark.parametrize("kind", sorted(OBJECTIVES))
-def test_each_registered_objective_builds_a_model_and_a_batch(kind, prepared, tmp_path):
-    config = _config(kind, prepared, tmp_path)
+def test_each_registered_objective_builds_a_model_and_a_batch(kind, prepared, teacher, tmp_path):
+    config = _config(kind, prepared, tmp_path, teacher if getattr(OBJECTIVES[kind], "needs_teacher", False) else None)
     data = PretrainingDataset(prepared, config.objective, seed=1)
     assert len(data) > 4
     batch = data.collate([data[i] for i in range(4)])
@@ -109,7 +121,9 @@ def test_each_registered_objective_builds_a_model_and_a_batch(kind, prepared, tm
     out = module(**batch)
     assert torch.isfinite(out.loss)
     out.loss.backward()
-    assert all(p.grad is not None for m in models.values() for p in m.backbone.embeddings.tok.parameters())
+    embedded = [m for m in models.values() if hasattr(m.backbone, "embeddings")]  # not TinyBERT's projections
+    assert embedded and all(p.grad is not None for m in embedded for p in m.backbone.embeddings.tok.parameters())
+    assert all(p.grad is not None for m in models.values() if m not in embedded for p in m.parameters())
     heads = output_heads(models)
     counts = Counts()
     head_counts(counts, out.heads, heads)
@@ -143,3 +157,18 @@ def test_init_from_checks_the_source_model_with_the_objective(tmp_path):
         init("bert", "objective.max_seq_len=32")
     with pytest.raises(ValueError, match="electra trains its own composite model"):
         init("bert", "objective.kind=electra")
+
+
+def test_a_distillation_teacher_with_another_tokenizer_is_refused(prepared, teacher, tmp_path):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(teacher, other)
+    _train_tokenizer("wordpiece", _corpus(n_docs=12, seed=5)).save(str(other / "tokenizer.json"))
+    config = load_config(None, tiny_overrides("distill", str(tmp_path / "run"), **{
+        "distill.teacher": str(other), "data.prepared_dir": str(prepared), "model.overrides.num_layers": "1",
+        "model.overrides.max_position_embeddings": "40"}))
+    with pytest.raises(ValueError, match="distill.teacher=.*not the tokenizer"):
+        build_pretraining_model(config, 40, 0)
+    shutil.copy(prepared / "tokenizer" / "tokenizer.json", other / "tokenizer.json")  # the data's own: accepted
+    build_pretraining_model(config, 40, 0)
