@@ -229,7 +229,8 @@ def pretrain(config: PretrainConfig, *, resume: bool = False, overwrite: bool = 
             pad = getattr(getattr(train_set, "special", None), "pad", None)
             module, models = build_pretraining_model(config, train_set.vocab_size, pad)
         if info.is_main:
-            params = sum(p.numel() for p in module.parameters())
+            # what is trained and saved (a distillation teacher is frozen and not counted)
+            params = sum(p.numel() for p in module.parameters() if p.requires_grad)
             source = f"init from {config.model.init_from}" if config.model.init_from else config.model.preset
             print(f"pretrain: {config.objective.kind} on {source} ({params / 1e6:.2f}M parameters), "
                   f"{len(train_set)} training examples, world size {info.world_size}, device {device}")

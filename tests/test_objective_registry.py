@@ -27,6 +27,8 @@ METRICS = {
     "mlm_sop": {"mlm_loss", "mlm_accuracy", "mlm_perplexity", "sop_accuracy"},
     "electra": {"mlm_loss", "mlm_accuracy", "mlm_perplexity", "rtd_accuracy"},
     "clm": {"lm_loss", "lm_accuracy", "perplexity"},
+    "distill": {"mlm_loss", "mlm_accuracy", "mlm_perplexity"},
+    "tinybert": {"mlm_loss", "mlm_accuracy", "mlm_perplexity"},
 }
 
 
@@ -90,16 +92,26 @@ def test_mismatched_model_is_refused_naming_the_preset(tmp_path):
                                                    "model.overrides.max_position_embeddings=32"]), 100, 0)
 
 
-def _config(kind: str, prepared, tmp_path):
-    """The trainer tests' tiny model for the objective, on the prepared corpus."""
+def _config(kind: str, prepared, tmp_path, teacher=None):
+    """The trainer tests' tiny model for the objective, on the prepared corpus (distillation: from
+    a 2-layer teacher of the same widths)."""
     return load_config(None, tiny_overrides(kind, str(tmp_path), **{
         "objective.max_seq_len": "32", "model.overrides.max_position_embeddings": "40",
-        "model.overrides.num_layers": "1", "data.prepared_dir": str(prepared)}))
+        "model.overrides.num_layers": "1", "data.prepared_dir": str(prepared),
+        **({"distill.teacher": str(teacher)} if teacher is not None else {})}))
+
+
+@pytest.fixture(scope="module")
+def teacher(prepared, tmp_path_factory):
+    from distill_toy import tiny_teacher
+
+    vocab = PretrainingDataset(prepared, ObjectiveConfig(kind="mlm", max_seq_len=32)).vocab_size
+    return tiny_teacher(tmp_path_factory.mktemp("teacher"), vocab_size=vocab, max_position_embeddings=40)
 
 
 @pytest.mark.parametrize("kind", sorted(OBJECTIVES))
-def test_each_registered_objective_builds_a_model_and_a_batch(kind, prepared, tmp_path):
-    config = _config(kind, prepared, tmp_path)
+def test_each_registered_objective_builds_a_model_and_a_batch(kind, prepared, teacher, tmp_path):
+    config = _config(kind, prepared, tmp_path, teacher if getattr(OBJECTIVES[kind], "needs_teacher", False) else None)
     data = PretrainingDataset(prepared, config.objective, seed=1)
     assert len(data) > 4
     batch = data.collate([data[i] for i in range(4)])
@@ -110,9 +122,12 @@ def test_each_registered_objective_builds_a_model_and_a_batch(kind, prepared, tm
     out = module(**batch)
     assert torch.isfinite(out.loss)
     out.loss.backward()
-    for m in models.values():  # the token input: an embedding table, or ELMo's character CNN
-        token_input = m.backbone.embeddings.tok if hasattr(m.backbone, "embeddings") else m.backbone.token_encoder
-        assert all(p.grad is not None for p in token_input.parameters())
+    # the token input: an embedding table, or ELMo's character CNN; TinyBERT's projections have neither
+    inputs = {name: m.backbone.embeddings.tok if hasattr(m.backbone, "embeddings")
+              else getattr(m.backbone, "token_encoder", None) for name, m in models.items()}
+    assert any(t is not None for t in inputs.values())
+    assert all(p.grad is not None for t in inputs.values() if t is not None for p in t.parameters())
+    assert all(p.grad is not None for name, m in models.items() if inputs[name] is None for p in m.parameters())
     heads = output_heads(models)
     counts = Counts()
     head_counts(counts, out.heads, heads)
@@ -146,3 +161,18 @@ def test_init_from_checks_the_source_model_with_the_objective(tmp_path):
         init("bert", "objective.max_seq_len=32")
     with pytest.raises(ValueError, match="electra trains its own composite model"):
         init("bert", "objective.kind=electra")
+
+
+def test_a_distillation_teacher_with_another_tokenizer_is_refused(prepared, teacher, tmp_path):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(teacher, other)
+    _train_tokenizer("wordpiece", _corpus(n_docs=12, seed=5)).save(str(other / "tokenizer.json"))
+    config = load_config(None, tiny_overrides("distill", str(tmp_path / "run"), **{
+        "distill.teacher": str(other), "data.prepared_dir": str(prepared), "model.overrides.num_layers": "1",
+        "model.overrides.max_position_embeddings": "40"}))
+    with pytest.raises(ValueError, match="distill.teacher=.*not the tokenizer"):
+        build_pretraining_model(config, 40, 0)
+    shutil.copy(prepared / "tokenizer" / "tokenizer.json", other / "tokenizer.json")  # the data's own: accepted
+    build_pretraining_model(config, 40, 0)

@@ -15,7 +15,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lmforge.data.pretraining import ObjectiveConfig
+from lmforge.objectives.distill import DistillSettings
 from lmforge.objectives.electra import ElectraSettings
+from lmforge.objectives.registry import objective_class
 
 
 @dataclass(kw_only=True)
@@ -100,6 +102,7 @@ class PretrainConfig:
     data: DataSection = field(default_factory=DataSection)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     electra: ElectraSettings = field(default_factory=ElectraSettings)
+    distill: DistillSettings = field(default_factory=DistillSettings)
     optim: OptimSection = field(default_factory=OptimSection)
     schedule: ScheduleSection = field(default_factory=ScheduleSection)
     eval: EvalSection = field(default_factory=EvalSection)
@@ -174,6 +177,9 @@ def validate(config: PretrainConfig) -> None:
         raise ValueError("schedule.kind inverse_sqrt needs schedule.warmup > 0 (its peak is at the end of warmup)")
     if config.schedule.max_steps <= 0 and config.schedule.epochs <= 0 and config.schedule.time_budget_minutes <= 0:
         raise ValueError("set schedule.max_steps, schedule.epochs or schedule.time_budget_minutes")
+    if getattr(objective_class(config.objective.kind), "needs_teacher", False) and config.model.init_from:
+        raise ValueError(f"objective {config.objective.kind} starts the student from distill.teacher; "
+                         f"drop model.init_from={config.model.init_from}")
 
 
 def to_yaml(config: PretrainConfig) -> str:

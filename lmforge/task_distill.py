@@ -1,0 +1,118 @@
+"""Task-specific distillation: a fine-tuned teacher's soft labels train a student on the task data.
+
+The student's loss is α_ce · (soft-target loss) + α_task · (its own loss on the gold labels), the
+form of DistilBERT's SQuAD distillation (Sanh et al. 2019 §4.2; `run_squad_w_distillation.py`:
+--temperature 2 --alpha_ce 0.5 --alpha_squad 0.5), i.e. Hinton et al. (2015) §2 with the T² factor:
+- classification, sentence-pair similarity, multiple choice: T² KL(softmax(z_t/T) || softmax(z_s/T))
+  over the classes (choices);
+- regression (one score): MSE to the teacher's score (TinyBERT §3.1 eq. 10 for regression tasks);
+- tagging: the same KL over the labels at every scored token (gold label not -100);
+- extractive QA: KL over the sequence positions, for the start and the end scores.
+The soft losses are chosen by the head's kind from `SOFT_LOSSES`, so a new task head adds one entry.
+
+`TaskDistillation(student, teacher)` is the module a fine-tuning loop calls instead of the student
+(`module(**batch).loss`, its optimizer over the student's parameters); the student stays the model
+that is evaluated and saved. That substitution is all `lmforge finetune --teacher RUN_DIR` needs:
+the student built as today, the teacher loaded from the fine-tuned run, the step on this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from lmforge.heads import IGNORE, Head
+from lmforge.models import TaskModel
+from lmforge.models.task_model import ModelOutput
+from lmforge.objectives.distill import Distillation
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskDistillSettings:
+    temperature: float = 2.0  # DistilBERT's SQuAD distillation
+    alpha_ce: float = 0.5  # soft targets
+    alpha_task: float = 0.5  # the gold labels
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0 or self.alpha_ce < 0 or self.alpha_task < 0:
+            raise ValueError(f"task distillation needs temperature > 0 and weights >= 0, got {self}")
+
+
+def soft_targets(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T² · mean over rows of KL(softmax(teacher/T) || softmax(student/T)) for (N, C) scores."""
+    if student.shape[0] == 0:
+        return student.sum() * 0.0
+    log_student = F.log_softmax(student.float() / temperature, dim=-1)
+    target = F.softmax(teacher.float() / temperature, dim=-1)
+    return F.kl_div(log_student, target, reduction="batchmean") * temperature ** 2
+
+
+def sequence_scores(student: torch.Tensor, teacher: torch.Tensor, labels: Any, temperature: float) -> torch.Tensor:
+    """(B, C) classes or choices; (B, 1) is a regression score: MSE to the teacher's."""
+    if student.shape[-1] == 1:
+        return F.mse_loss(student.float(), teacher.float())
+    return soft_targets(student, teacher, temperature)
+
+
+def token_scores(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
+                 temperature: float) -> torch.Tensor:
+    """(B, T, L) tag scores, compared at the tokens that carry a gold label."""
+    scored = labels.ne(IGNORE)  # (B, T)
+    return soft_targets(student[scored], teacher[scored], temperature)  # (N, L) each
+
+
+def span_scores(student: torch.Tensor, teacher: torch.Tensor, labels: Any, temperature: float) -> torch.Tensor:
+    """(B, T, 2) start/end scores: a distribution over the positions for each, averaged as the span
+    head's own loss is."""
+    start = soft_targets(student[..., 0], teacher[..., 0], temperature)  # over T
+    end = soft_targets(student[..., 1], teacher[..., 1], temperature)
+    return (start + end) / 2
+
+
+SOFT_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
+    "classification": sequence_scores,
+    "similarity": sequence_scores,
+    "multiple_choice": sequence_scores,
+    "token_classification": token_scores,
+    "qa": span_scores,
+}
+
+
+def task_head(model: TaskModel, who: str) -> tuple[str, Head]:
+    """The model's one task head, of a kind that can be distilled."""
+    if len(model.heads) != 1:
+        raise ValueError(f"task distillation: the {who} must have one task head, has {list(model.heads)}")
+    name, head = next(iter(model.heads.items()))
+    if head.kind not in SOFT_LOSSES:
+        raise ValueError(f"task distillation: no soft-target loss for a {head.kind!r} head "
+                         f"(known: {', '.join(SOFT_LOSSES)})")
+    return name, head
+
+
+class TaskDistillation(Distillation):
+    """A fine-tuned teacher (frozen, eval mode) and the student being fine-tuned on the same batch."""
+
+    def __init__(self, student: TaskModel, teacher: TaskModel, settings: TaskDistillSettings) -> None:
+        super().__init__(student, teacher)
+        self.name, head = task_head(student, "student")
+        _, teacher_head = task_head(teacher, "teacher")
+        if head.spec() | {"loss_weight": 0} != teacher_head.spec() | {"loss_weight": 0}:
+            raise ValueError(f"task distillation: the student's head {head.spec()} is not the teacher's "
+                             f"{teacher_head.spec()} (same task, same labels)")
+        self.settings = settings
+        self.soft_loss = SOFT_LOSSES[head.kind]
+
+    def forward(self, **batch: Any) -> ModelOutput:
+        out = self.student(**batch)
+        with torch.no_grad():
+            teacher = self.teacher(**batch).heads[self.name]
+        own = out.heads[self.name]
+        soft = self.soft_loss(own.logits, teacher.logits, own.labels, self.settings.temperature)
+        loss = self.settings.alpha_ce * soft
+        if out.loss is not None:
+            loss = loss + self.settings.alpha_task * out.loss
+        return ModelOutput(backbone=out.backbone, heads=out.heads, loss=loss)

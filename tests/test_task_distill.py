@@ -1,0 +1,97 @@
+"""Task-specific distillation: α_ce · soft targets + α_task · gold loss for every task head kind,
+against the plain formulas; the teacher frozen; heads that cannot be compared refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from lmforge.config import ModelConfig
+from lmforge.models import TaskModel
+from lmforge.task_distill import TaskDistillation, TaskDistillSettings
+
+TINY = dict(vocab_size=40, hidden_size=32, num_heads=2, intermediate_size=64, max_position_embeddings=32,
+            dropout=0.0, attention_dropout=0.0, classifier_dropout=0.0)
+
+
+def pair(head: dict, student_head: dict | None = None) -> TaskDistillation:
+    torch.manual_seed(0)
+    teacher = TaskModel(ModelConfig.from_name("bert-tiny", num_layers=2, **TINY), {"task": head})
+    student = TaskModel(ModelConfig.from_name("bert-tiny", num_layers=1, **TINY), {"task": student_head or head})
+    return TaskDistillation(student, teacher, TaskDistillSettings())
+
+
+def inputs(batch: int = 4, seq: int = 10) -> dict:
+    gen = torch.Generator().manual_seed(1)
+    mask = torch.ones(batch, seq, dtype=torch.long)
+    mask[0, 7:] = 0
+    return {"input_ids": torch.randint(5, 40, (batch, seq), generator=gen), "attention_mask": mask}
+
+
+def kl(s, t, temperature=2.0):
+    return F.kl_div(F.log_softmax(s / temperature, -1), F.softmax(t / temperature, -1),
+                    reduction="batchmean") * temperature ** 2
+
+
+def logits_of(module, batch):
+    s = module.student(**batch).heads["task"]
+    t = module.teacher(**batch).heads["task"]
+    return s, t
+
+
+def test_classification_is_half_soft_targets_half_gold():
+    module = pair({"kind": "classification", "num_labels": 3})
+    batch = {**inputs(), "labels": torch.tensor([0, 2, 1, 1])}
+    loss = module(**batch).loss
+    s, t = logits_of(module, batch)
+    torch.testing.assert_close(loss, 0.5 * kl(s.logits, t.logits) + 0.5 * F.cross_entropy(s.logits, batch["labels"]))
+
+
+def test_regression_matches_the_teachers_score():
+    module = pair({"kind": "classification", "num_labels": 1})
+    batch = {**inputs(), "labels": torch.tensor([0.5, 1.0, 2.0, 3.5])}
+    loss = module(**batch).loss
+    s, t = logits_of(module, batch)
+    want = 0.5 * F.mse_loss(s.logits, t.logits) + 0.5 * F.mse_loss(s.logits.squeeze(-1), batch["labels"])
+    torch.testing.assert_close(loss, want)
+
+
+def test_tagging_compares_the_scored_tokens_only():
+    module = pair({"kind": "token_classification", "num_labels": 5})
+    labels = torch.randint(0, 5, (4, 10), generator=torch.Generator().manual_seed(2))
+    labels[:, 0] = -100
+    labels[0, 7:] = -100
+    batch = {**inputs(), "labels": labels}
+    loss = module(**batch).loss
+    s, t = logits_of(module, batch)
+    scored = labels.ne(-100)
+    gold = F.cross_entropy(s.logits.reshape(-1, 5), labels.reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(loss, 0.5 * kl(s.logits[scored], t.logits[scored]) + 0.5 * gold)
+
+
+def test_spans_are_distributions_over_positions():
+    module = pair({"kind": "qa"})
+    batch = {**inputs(), "start_positions": torch.tensor([1, 2, 3, 0]), "end_positions": torch.tensor([2, 4, 3, 0])}
+    loss = module(**batch).loss
+    s, t = logits_of(module, batch)
+    soft = (kl(s.logits[..., 0], t.logits[..., 0]) + kl(s.logits[..., 1], t.logits[..., 1])) / 2
+    torch.testing.assert_close(loss, 0.5 * soft + 0.5 * s.loss)
+
+
+def test_the_teacher_is_frozen_and_only_the_student_learns():
+    module = pair({"kind": "classification", "num_labels": 3})
+    module.train()
+    assert not module.teacher.training
+    module(**inputs(), labels=torch.tensor([0, 2, 1, 1])).loss.backward()
+    assert all(p.grad is None for p in module.teacher.parameters())
+    assert module.student.heads["task"].out.weight.grad is not None
+
+
+def test_heads_that_cannot_be_compared_are_refused():
+    with pytest.raises(ValueError, match="not the teacher's"):
+        pair({"kind": "classification", "num_labels": 3}, {"kind": "classification", "num_labels": 2})
+    with pytest.raises(ValueError, match="no soft-target loss for a 'mlm' head"):
+        pair({"kind": "mlm"})
+    with pytest.raises(ValueError, match="temperature"):
+        TaskDistillSettings(temperature=0.0)
