@@ -128,7 +128,10 @@ def compare_training(objective: str, default_preset: str, heads: dict[str, dict]
     parser.add_argument("--rounds", type=int, default=4, help="alternations of the sides")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "both"),
                         help="bf16: autocast on both sides (an error on a CPU without native bf16)")
+    parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0 = torch's default")
     args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     cfg = ModelConfig.from_name(args.preset)
     if cfg.causal != need_causal:
         parser.error(f"--preset {args.preset} does not fit the {objective} objective")
