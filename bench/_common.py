@@ -6,6 +6,7 @@ lmforge.convert's config map, so no field can drift) and AdamW; warmup steps are
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 
@@ -148,7 +149,7 @@ def compare_training(objective: str, default_preset: str, heads: dict[str, dict]
     hf_opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, fused=True)
     steps: dict[str, Callable[[Batch], None]] = {}
     for precision in precisions:
-        context = (lambda p=precision: autocast(cpu, p))
+        context = functools.partial(autocast, cpu, precision)
         steps[f"hf {precision}"] = train_step(lambda b: hf(**b).loss, hf_opt, context)
         steps[f"ours {precision}"] = train_step(
             lambda b: ours(b["input_ids"], b["attention_mask"], **{label_key: b["labels"]}).loss, ours_opt, context)
