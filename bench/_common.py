@@ -6,7 +6,7 @@ lmforge.convert's config map, so no field can drift) and AdamW; warmup steps are
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import time
 from collections.abc import Callable
 
@@ -129,7 +129,10 @@ def compare_training(objective: str, default_preset: str, heads: dict[str, dict]
     parser.add_argument("--rounds", type=int, default=4, help="alternations of the sides")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "both"),
                         help="bf16: autocast on both sides (an error on a CPU without native bf16)")
+    parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0 = torch's default")
     args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     cfg = ModelConfig.from_name(args.preset)
     if cfg.causal != need_causal:
         parser.error(f"--preset {args.preset} does not fit the {objective} objective")
@@ -146,9 +149,7 @@ def compare_training(objective: str, default_preset: str, heads: dict[str, dict]
     hf_opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, fused=True)
     steps: dict[str, Callable[[Batch], None]] = {}
     for precision in precisions:
-        def context(p: str = precision) -> contextlib.AbstractContextManager:
-            return autocast(cpu, p)
-
+        context = functools.partial(autocast, cpu, precision)
         steps[f"hf {precision}"] = train_step(lambda b: hf(**b).loss, hf_opt, context)
         steps[f"ours {precision}"] = train_step(
             lambda b: ours(b["input_ids"], b["attention_mask"], **{label_key: b["labels"]}).loss, ours_opt, context)
