@@ -174,6 +174,29 @@ def test_linear_cross_entropy_matches_reference_loss_and_gradients(bias, monkeyp
     assert torch.equal(predictions, F.linear(hidden, weight, b).argmax(-1))
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_linear_cross_entropy_under_bf16_autocast_matches_autocast_reference(bias, monkeypatch):
+    """In bf16 the logits and both gradient matmuls run in bf16 (as autocast's own Linear would), the
+    softmax in fp32: the loss and gradients equal the autocast reference within bf16 rounding."""
+    import lmforge.nn.cross_entropy as ce
+
+    monkeypatch.setattr(ce, "CHUNK_ELEMENTS", 7 * 50)
+    hidden = torch.randn(23, 16, requires_grad=True)
+    weight = torch.randn(50, 16, requires_grad=True)
+    b = torch.randn(50, requires_grad=True) if bias else None
+    targets = torch.randint(0, 50, (23,))
+    params = [hidden, weight] + ([b] if bias else [])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = F.cross_entropy(F.linear(hidden, weight, b).float(), targets)
+        loss, _ = ce.linear_cross_entropy(hidden, weight, b, targets)
+    expected = torch.autograd.grad(reference, params)
+    got = torch.autograd.grad(loss, params)
+    torch.testing.assert_close(loss, reference, rtol=1e-2, atol=1e-2)
+    for g, e in zip(got, expected):
+        assert g.dtype == e.dtype  # fp32 master gradients
+        torch.testing.assert_close(g, e, rtol=2e-2, atol=2e-2)
+
+
 def test_fused_and_plain_lm_heads_agree():
     config = tiny("gpt2")
     fused = TaskModel(config, {"lm": {"kind": "clm"}}).eval()  # no dropout: both see the same net

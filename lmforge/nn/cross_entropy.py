@@ -55,14 +55,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
             logits = buffer[: end - start]  # (c, V)
             if compute_dtype == torch.float32:
                 torch.mm(h, w.t(), out=logits) if b is None else torch.addmm(b, h, w.t(), out=logits)
-            else:
-                logits.copy_(F.linear(h, w, b))
-            target_logit = logits.gather(1, t)  # (c, 1)
+                z = logits
+            else:  # low-precision logits: max and target read them, the subtraction writes fp32 (no copy pass)
+                z = F.linear(h, w, b)
+            target_logit = z.gather(1, t).float()  # (c, 1)
             if smoothing:  # the smoothed target: (1 - eps) z_target + eps mean(z)
-                target_logit = (1.0 - smoothing) * target_logit + smoothing * logits.mean(dim=-1, keepdim=True)
-            top, best = logits.max(dim=-1, keepdim=True)  # (c, 1) each
+                target_logit = (1.0 - smoothing) * target_logit + smoothing * z.mean(
+                    dim=-1, keepdim=True, dtype=torch.float32)
+            top, best = z.max(dim=-1, keepdim=True)  # (c, 1) each
             predictions[start:end] = best.squeeze(1)
-            logits.sub_(top).exp_()  # exp(z - max)
+            top = top.float()
+            torch.sub(z, top, out=logits).exp_()  # exp(z - max) in fp32
             total = logits.sum(dim=-1, keepdim=True)  # (c, 1)
             loss += (total.log() + top - target_logit).sum()  # logsumexp(z) - z_target
             if not need_grad:
@@ -74,10 +77,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
             logits.scatter_add_(1, t, torch.full_like(target_logit, -(1.0 - smoothing) / rows))
             g = logits.to(compute_dtype)
             grad_hidden[start:end] = (g @ w).to(hidden.dtype)
-            if start == 0:
-                torch.mm(g.t().float(), h.float(), out=grad_weight)
-            else:
-                grad_weight.addmm_(g.t().float(), h.float())
+            if compute_dtype == torch.float32:
+                torch.mm(g.t(), h, out=grad_weight) if start == 0 else grad_weight.addmm_(g.t(), h)
+            else:  # a low-precision matmul, as autocast's own Linear backward, accumulated in fp32
+                partial = torch.mm(g.t(), h)
+                grad_weight.copy_(partial) if start == 0 else grad_weight.add_(partial)
             if grad_bias is not None:
                 grad_bias += logits.sum(dim=0)
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
