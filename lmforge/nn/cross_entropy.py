@@ -31,6 +31,20 @@ def _chunk_rows(rows: int, vocab: int, device: torch.device) -> int:
     return max(1, -(-rows // chunks))
 
 
+def scaled_gradients(ctx, grad_loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The (hidden, weight, bias) gradients a chunked forward saved, times the upstream gradient.
+
+    Scaled in place: these buffers were made by forward for this one backward (a second backward
+    through the same graph fails autograd's version check instead of reusing them)."""
+    grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
+    weight_dtype, bias_dtype = ctx.dtypes
+    return (
+        grad_hidden.mul_(grad_loss.to(grad_hidden.dtype)),
+        grad_weight.mul_(grad_loss).to(weight_dtype),
+        grad_bias.mul_(grad_loss).to(bias_dtype) if grad_bias is not None else None,
+    )
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, compute_dtype, smoothing):  # type: ignore[override]
@@ -91,18 +105,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_predictions):  # type: ignore[override]
-        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
-        weight_dtype, bias_dtype = ctx.dtypes
-        # Scaled in place: these buffers were made by forward for this one backward (a second
-        # backward through the same graph fails autograd's version check instead of reusing them).
-        return (
-            grad_hidden.mul_(grad_loss.to(grad_hidden.dtype)),
-            grad_weight.mul_(grad_loss).to(weight_dtype),
-            grad_bias.mul_(grad_loss).to(bias_dtype) if grad_bias is not None else None,
-            None,
-            None,
-            None,
-        )
+        return (*scaled_gradients(ctx, grad_loss), None, None, None)
 
 
 @torch.compiler.disable  # dynamo would unroll the chunk loop (compile time grows with chunks); it is one fused pass per chunk already

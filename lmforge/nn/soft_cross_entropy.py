@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from lmforge.nn.cross_entropy import _chunk_rows
+from lmforge.nn.cross_entropy import _chunk_rows, scaled_gradients
 
 
 class _LinearSoftCrossEntropy(torch.autograd.Function):
@@ -62,14 +62,7 @@ class _LinearSoftCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss):  # type: ignore[override]
-        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
-        weight_dtype, bias_dtype = ctx.dtypes
-        return (
-            grad_hidden.mul_(grad_loss.to(grad_hidden.dtype)),
-            grad_weight.mul_(grad_loss).to(weight_dtype),
-            grad_bias.mul_(grad_loss).to(bias_dtype) if grad_bias is not None else None,
-            None, None, None, None, None,
-        )
+        return (*scaled_gradients(ctx, grad_loss), None, None, None, None, None)
 
 
 @torch.compiler.disable  # a chunk loop, like linear_cross_entropy: dynamo would unroll it
