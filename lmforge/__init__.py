@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lmforge.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -24,12 +25,7 @@ if TYPE_CHECKING:
     from lmforge.models import TaskModel, build_model, load_model, save_model
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'lmforge' has no attribute {name!r}")
+__getattr__ = lazy_exports("lmforge", _EXPORTS, globals())
 
 
 __all__ = ["ModelConfig", "TaskModel", "build_model", "load_model", "load_pretrained", "save_model", "__version__"]

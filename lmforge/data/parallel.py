@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmforge.data.reader import open_binary, read_error
+from lmforge.data.reader import decode_line, open_binary, read_error
 
 MAX_RATIO = 9.0
 
@@ -59,13 +59,7 @@ def _lines(path: Path, stats: ParallelStats) -> Iterator[tuple[int, str]]:
             if not raw:
                 return
             lineno += 1
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                text = raw.decode("utf-8", errors="replace")
-                stats.invalid_utf8_lines += 1
-                stats.note(f"{path}:{lineno}: invalid UTF-8 at byte {err.start}; replaced with U+FFFD")
-            yield lineno, text.rstrip("\r\n")
+            yield lineno, decode_line(raw, path, lineno, stats).rstrip("\r\n")
 
 
 def _aligned(source: Path, target: Path, stats: ParallelStats) -> Iterator[tuple[str, str, str]]:

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 Format = Literal["auto", "bert", "lines", "jsonl"]
 
@@ -210,14 +210,20 @@ def _read_lines(fh: IO[bytes], path: Path, stats: ReadStats) -> Iterator[tuple[i
         if not continuing:
             lineno += 1
             stats.lines += 1
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as err:
-            text = data.decode("utf-8", errors="replace")
-            stats.invalid_utf8_lines += 1
-            stats.note(f"{path}:{lineno}: invalid UTF-8 at byte {err.start}; replaced with U+FFFD")
+        text = decode_line(data, path, lineno, stats)
         yield lineno, text.rstrip("\r\n") if complete else text, continuing, complete
         continuing = not complete
+
+
+def decode_line(raw: bytes, path: Path, lineno: int, stats: Any) -> str:
+    """UTF-8 text of one line; invalid bytes become U+FFFD, counted in `stats.invalid_utf8_lines` and
+    noted with file and line (prepare, tokenizer training and parallel text all read this way)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        stats.invalid_utf8_lines += 1
+        stats.note(f"{path}:{lineno}: invalid UTF-8 at byte {err.start}; replaced with U+FFFD")
+        return raw.decode("utf-8", errors="replace")
 
 
 def _pieces(text: str) -> Iterator[str]:

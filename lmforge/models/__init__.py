@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lmforge.lazy import lazy_exports
 
 # Imported on first use (PEP 562): the heads import lmforge.models.backbone, and task_model imports
 # the heads, so importing lmforge.heads (or lmforge.tasks) first must not pull in task_model.
@@ -21,12 +22,7 @@ if TYPE_CHECKING:
     from lmforge.models.task_model import TaskModel, build_model, load_model, save_model
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'lmforge.models' has no attribute {name!r}")
+__getattr__ = lazy_exports("lmforge.models", _EXPORTS, globals())
 
 
 __all__ = ["Backbone", "BackboneOutput", "TaskModel", "build_model", "load_model", "save_model"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from lmforge.data.reader import ReadStats, open_binary, read_error
+from lmforge.data.reader import ReadStats, decode_line, open_binary, read_error
 
 _SNIFF_BYTES = 8192
 
@@ -58,13 +58,7 @@ def iter_lines(files: Iterable[str | Path], *, skip_blank: bool = True,
                     break
                 number += 1
                 stats.lines += 1
-                try:
-                    text = line.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    text = line.decode("utf-8", errors="replace")
-                    stats.invalid_utf8_lines += 1
-                    stats.note(f"{path}:{number}: invalid UTF-8 at byte {err.start}; replaced with U+FFFD")
-                text = text.rstrip("\r\n")
+                text = decode_line(line, path, number, stats).rstrip("\r\n")
                 if skip_blank and not text.strip():
                     continue
                 yield text
