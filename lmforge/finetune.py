@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,18 +22,26 @@ from tqdm.auto import tqdm
 
 from lmforge import gpt_finetuning
 from lmforge.config import is_lmforge_dir
-from lmforge.finetune_data import TASK_FILE, check_out_dir, read_splits
+from lmforge.finetune_data import TASK_FILE, TaskBatches, check_out_dir, read_splits
 from lmforge.finetune_defaults import recipe_for
+from lmforge.finetune_selection import Best, selection_note
 from lmforge.models import TaskModel, load_model, save_model
 from lmforge.models.task_model import load_state
 from lmforge.nn.init import init_weights
 from lmforge.tasks import Encoded, Task, TaskOptions, default_max_length, get_task
 from lmforge.tasks.base import feature_length
 from lmforge.tasks.text import load_task_tokenizer, pad_id
-from lmforge.train.optim import build_optimizer, lr_factor, set_lr
+from lmforge.train import distributed, loop
+from lmforge.train.distributed import DistInfo
+from lmforge.train.logger import RunLogger, read_metrics
+from lmforge.train.loop import StepCallback, TrainState
+from lmforge.train.metrics import output_heads
+from lmforge.train.optim import build_optimizer
+from lmforge.train.precision import autocast, resolve_precision
 
 HEAD = "task"  # the name of the task head in a fine-tuned model's config.json
-METRICS_FILE = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"  # under --out while the run is going (--resume); removed when it finishes
+DEV_KEY = "dev"  # the dev scores inside the loop's record of a step
 
 
 @dataclass(kw_only=True)
@@ -44,7 +53,8 @@ class FinetuneConfig:
     data: str
     out: str
     lr: float | None = None
-    batch_size: int | None = None
+    batch_size: int | None = None  # the global batch: micro-batches of batch_size / (grad_accum x ranks)
+    grad_accum: int = 1
     epochs: float | None = None
     warmup_ratio: float | None = None
     max_length: int | None = None  # None -> the task's default (128; SQuAD 384)
@@ -54,6 +64,7 @@ class FinetuneConfig:
     eval_every: int | None = None  # steps between dev evaluations; 0 -> once per epoch; None -> recipe
     evals_per_epoch: int | None = None  # None -> the recipe's; used when eval_every is None
     select_best: bool = True  # keep the checkpoint with the best dev score, else the final one
+    patience: int = 0  # stop after this many dev evaluations without a new best (0: never stop early)
     dev_fraction: float = 0.1  # held out of a single --data file as dev (0: no dev, final model kept)
     eval_batch_size: int = 128
     limit: int | None = None  # use only the first N training examples (quick checks)
@@ -62,6 +73,7 @@ class FinetuneConfig:
     bf16: bool | None = None  # None -> on CUDA only
     progress: bool = True
     overwrite: bool = False  # replace an earlier fine-tuning run in `out`
+    resume: bool = False  # continue the interrupted run in `out` from its last checkpoint
     options: TaskOptions = field(default_factory=TaskOptions)
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,21 +147,6 @@ def label_names_of(model: TaskModel) -> list[str] | None:
     return model.heads[HEAD].spec().get("label_names")
 
 
-def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random,
-                           group: int = 50) -> list[list[int]]:
-    """Shuffle, sort by length inside chunks of `group` batches, cut into batches, shuffle the batches:
-    random training order with little padding per batch."""
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    chunk = batch_size * group
-    batches = []
-    for at in range(0, len(order), chunk):
-        block = sorted(order[at:at + chunk], key=lambda i: lengths[i], reverse=True)
-        batches.extend(block[i:i + batch_size] for i in range(0, len(block), batch_size))
-    rng.shuffle(batches)
-    return batches
-
-
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
@@ -157,8 +154,6 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str
 def _autocast(device: torch.device, bf16: bool | None):
     """The pre-training trainer's precision rule: None is "auto" (bf16 on a GPU that has it, fp32 on
     CPU), and True on a device without native bf16 is an error rather than a silent fp32 run."""
-    from lmforge.train.trainer import autocast
-
     return autocast(device, "auto" if bf16 is None else "bf16" if bf16 else "fp32")
 
 
@@ -220,15 +215,31 @@ def plot_history(history: list[dict[str, Any]], main_metric: str, path: Path) ->
     plt.close(fig)
 
 
-def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
-    """Train, evaluate on dev as configured, and write the run directory. Returns a summary."""
+def finetune(cfg: FinetuneConfig, callbacks: tuple[StepCallback, ...] = ()) -> dict[str, Any]:
+    """Train, evaluate on dev as configured, and write the run directory. Returns a summary.
+
+    Under torchrun every rank trains its share of each batch (DDP); rank 0 scores dev, keeps the best
+    model and writes the run directory."""
+    info, device = distributed.setup(cfg.device)
+    try:
+        return _finetune(cfg, info, device, callbacks)
+    finally:
+        distributed.teardown()
+
+
+def _finetune(cfg: FinetuneConfig, info: DistInfo, device: torch.device,
+              callbacks: tuple[StepCallback, ...]) -> dict[str, Any]:
     set_seed(cfg.seed)
-    device = resolve_device(cfg.device)
     task = get_task(cfg.task, cfg.options)
     cfg = apply_recipe(cfg, task)
     max_length = cfg.max_length or default_max_length(cfg.task)
     out = Path(cfg.out)
-    check_out_dir(out, cfg.overwrite)
+    if cfg.resume:
+        if not (out / CHECKPOINTS).is_dir():
+            raise FileNotFoundError(f"{out}: --resume given but there is no {CHECKPOINTS}/ directory to resume from")
+    elif info.is_main:
+        check_out_dir(out, cfg.overwrite)
+    distributed.barrier(info)
 
     splits = read_splits(task, cfg)
     train_examples, dev_examples = splits.train, splits.dev
@@ -243,98 +254,94 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     features = encoded.features
     if not features:
         raise ValueError(f"{cfg.data}: no training features")
-    pad = pad_id(tokenizer)
-    lengths = [feature_length(f) for f in features]
-
-    rng = random.Random(cfg.seed)
-    steps_per_epoch = math.ceil(len(features) / cfg.batch_size)
+    source = TaskBatches(task, features, pad_id(tokenizer), cfg.batch_size, cfg.grad_accum, info.rank,
+                         info.world_size, cfg.seed, finish=lambda batch: gpt_finetuning.with_lm_labels(model, batch))
+    steps_per_epoch = source.steps_per_epoch
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
     eval_every = eval_interval(cfg, steps_per_epoch)
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    precision = resolve_precision(device, "auto" if cfg.bf16 is None else "bf16" if cfg.bf16 else "fp32")
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "args.json").write_text(json.dumps({**cfg.to_dict(), "task_type": task.task_type,
-                                               "eval_every_steps": eval_every}, indent=2) + "\n")
-    metrics_path = out / METRICS_FILE
-    metrics_path.write_text("")
-    history: list[dict[str, Any]] = []
+    models = {"": model}
+    checkpoints = loop.Checkpoints(out / CHECKPOINTS, models, info, keep_last=1,
+                                   config_text=json.dumps({**cfg.to_dict(), "resume": False}, sort_keys=True))
+    heads = output_heads(models)
+    training = loop.prepare(model, checkpoints, device, resume=cfg.resume,
+                            wrap=lambda m: distributed.wrap(m, info, device, "ddp", find_unused=True),
+                            make_optimizer=lambda m: build_optimizer(m, cfg.lr, cfg.weight_decay))
+    best = Best.restore(training.extra, training.resumed_from)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "args.json").write_text(json.dumps({**cfg.to_dict(), "task_type": task.task_type,
+                                                   "eval_every_steps": eval_every}, indent=2) + "\n")
+    logger = RunLogger(out, resume_step=training.state.step if training.resumed_from else None) if info.is_main else None
 
-    def log(record: dict[str, Any]) -> None:
-        history.append(record)
-        with metrics_path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+    def log(record: dict[str, Any]) -> None:  # the step's training record, then its dev scores
+        assert logger is not None
+        record = dict(record)
+        dev = record.pop(DEV_KEY, None)
+        epoch = record["step"] / steps_per_epoch
+        logger.log({"kind": "train", **record, "epoch": epoch})
+        if dev is not None:
+            logger.log({"kind": "eval", "step": record["step"], "epoch": epoch, **dev})
 
-    best_score, best_state, best_step, best_metrics = None, None, None, None
-    step, start = 0, time.perf_counter()
-    model.train()
-    bar = tqdm(total=total_steps, desc=f"finetune {task.name}", disable=not cfg.progress, unit="step")
-    while step < total_steps:
-        for indices in length_grouped_batches(lengths, cfg.batch_size, rng):
-            if step >= total_steps:
-                break
-            batch = gpt_finetuning.with_lm_labels(model, _to_device(task.collate([features[i] for i in indices], pad),
-                                                                   device))
-            set_lr(optimizer, cfg.lr, lr_factor(step / total_steps, cfg.warmup_ratio, "linear"))
-            with _autocast(device, cfg.bf16):
-                loss = model(**batch).loss  # the task head (+ GPT-1's auxiliary LM head)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss is {loss.item()} at step {step}; lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            step += 1
-            value = float(loss.detach())
-            log({"kind": "train", "step": step, "epoch": step / steps_per_epoch, "loss": value,
-                 "lr": optimizer.param_groups[0]["lr"]})
-            bar.update(1)
-            bar.set_postfix(loss=f"{value:.4f}")
-            if dev_examples is not None and (step % eval_every == 0 or step == total_steps):
-                _, scores = evaluate_examples(model, task, dev_examples, tokenizer, max_length,
-                                              cfg.eval_batch_size, device, cfg.bf16, progress=cfg.progress)
-                log({"kind": "eval", "step": step, "epoch": step / steps_per_epoch, **scores})
-                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()), file=sys.stderr)
-                score = scores[task.main_metric]
-                if best_score is None or score > best_score:
-                    best_score, best_step, best_metrics = score, step, scores
-                    if cfg.select_best:
-                        best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    bar.close()
+    def evaluate(state: TrainState) -> dict[str, Any]:
+        """Rank 0 scores dev with the unwrapped model (the other ranks wait in the next step's all-reduce)."""
+        if dev_examples is None or not info.is_main:
+            return {}
+        _, scores = evaluate_examples(model, task, dev_examples, tokenizer, max_length, cfg.eval_batch_size,
+                                      device, cfg.bf16, progress=cfg.progress)
+        tqdm.write(f"step {state.step}: " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()), file=sys.stderr)
+        best.update(state.step, scores, task.main_metric, model if cfg.select_best else None)
+        return {DEV_KEY: scores}
+
+    settings = loop.LoopSettings(
+        lr=cfg.lr, warmup=cfg.warmup_ratio, schedule="linear", grad_accum=cfg.grad_accum, grad_clip=cfg.max_grad_norm,
+        precision=precision, total_steps=total_steps, log_every=1, eval_every=eval_every,
+        checkpoint_every=eval_every if dev_examples is not None else steps_per_epoch, keep_last=1,
+        progress=cfg.progress, desc=f"finetune {task.name}")
+    hooks = loop.LoopHooks(evaluate=evaluate, log=log, extra_state=best.to_dict, write_extra=best.write,
+                           should_stop=(lambda: best.since >= cfg.patience) if cfg.patience else None,
+                           callbacks=callbacks)
+    start = time.perf_counter() - training.state.elapsed
+    loop.run(settings, training, source, checkpoints, heads, info, device, hooks)
     train_seconds = time.perf_counter() - start
+    summary = None
+    if info.is_main:
+        assert logger is not None
+        logger.close()
+        summary = finish_run(cfg, task, model, tokenizer, out, splits, best, max_length, eval_every,
+                             training.state.step, total_steps, len(features), train_seconds)
+    distributed.barrier(info)
+    return summary or {}
 
-    final_metrics = history[-1] if history and history[-1]["kind"] == "eval" else None
-    final = {"step": step, **({k: v for k, v in final_metrics.items() if k not in ("kind", "epoch")}
-                              if final_metrics else {})}
-    selected = best_state is not None
+
+def finish_run(cfg: FinetuneConfig, task: Task, model: TaskModel, tokenizer: Any, out: Path, splits: Any,
+               best: Best, max_length: int, eval_every: int, step: int, total_steps: int, num_features: int,
+               train_seconds: float) -> dict[str, Any]:
+    """Keep the selected model, write it with task.json, the plot and summary.json; the checkpoints
+    go (the run finished: `evaluate`/`predict`/`convert` read the model)."""
+    history = read_metrics(out)
+    final = {"step": step, **(best.last_scores if best.last_step == step else {})}
+    selected = best.state is not None
     if selected:
-        model.load_state_dict(best_state)
-    chosen = {"step": best_step, **(best_metrics or {})} if selected else final
+        model.load_state_dict(best.state)
+    chosen = {"step": best.step, **(best.metrics or {})} if selected else final
     gpt_finetuning.drop_aux_head(model)
     save_model(model.to("cpu"), out, tokenizer)
     (out / TASK_FILE).write_text(json.dumps({"task": cfg.task, "task_name": task.name, "max_length": max_length,
                                              "options": task.options.to_dict(), "holdout": splits.holdout},
                                             indent=2) + "\n")
     plot_history(history, task.main_metric, out / "training.png")
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     evaluations = sum(r["kind"] == "eval" for r in history)
     summary = {"task": task.name, "task_type": task.task_type,
-               "hyperparameters": {"lr": cfg.lr, "batch_size": cfg.batch_size, "epochs": cfg.epochs,
-                                   "warmup_ratio": cfg.warmup_ratio, "eval_every_steps": eval_every},
-               "train_examples": len(train_examples), "train_features": len(features),
-               "steps": step, "train_seconds": train_seconds, "main_metric": task.main_metric,
+               "hyperparameters": {"lr": cfg.lr, "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
+                                   "epochs": cfg.epochs, "warmup_ratio": cfg.warmup_ratio,
+                                   "eval_every_steps": eval_every},
+               "train_examples": len(splits.train), "train_features": num_features,
+               "steps": step, "planned_steps": total_steps, "train_seconds": train_seconds, "main_metric": task.main_metric,
                "metric_scale": "percent", "selected": chosen, "final": final,
-               "dev_examples": len(dev_examples) if dev_examples is not None else 0, "dev_source": splits.dev_source,
-               "selection": selection_note(selected, evaluations, task.main_metric, best_step, step)}
+               "dev_examples": len(splits.dev) if splits.dev is not None else 0, "dev_source": splits.dev_source,
+               "selection": selection_note(selected, evaluations, task.main_metric, best.step, step, total_steps)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def selection_note(selected: bool, evaluations: int, metric: str, best_step: int | None, step: int) -> str:
-    """What the reported dev score means: picked on dev (optimistic), or the final model's."""
-    if selected:
-        return (f"the model of step {best_step} was kept: the best {metric} of {evaluations} dev evaluations; "
-                "dev was used for selection, so its score is optimistic (score a separate split for a "
-                "clean estimate)")
-    if evaluations:
-        return f"the final model (step {step}) was kept; dev was not used for selection"
-    return f"the final model (step {step}) was kept; no dev examples were scored"

@@ -4,12 +4,17 @@ that is never written over silently."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
+
 from lmforge.tasks import Task
-from lmforge.tasks.base import split_holdout
+from lmforge.tasks.base import feature_length, split_holdout
 
 if TYPE_CHECKING:
     from lmforge.finetune import FinetuneConfig
@@ -76,3 +81,53 @@ def saved_split(task: Task, data: Path, split: str, saved: dict[str, Any]) -> li
         raise ValueError(f"{where}{line}: split {split!r} has no labels ({len(missing)} of {len(examples)} "
                          "examples unlabelled); `lmforge predict` predicts unlabelled data")
     return examples
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random,
+                           group: int = 50) -> list[list[int]]:
+    """Shuffle, sort by length inside chunks of `group` batches, cut into batches, shuffle the batches:
+    random training order with little padding per batch."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    chunk = batch_size * group
+    batches = []
+    for at in range(0, len(order), chunk):
+        block = sorted(order[at:at + chunk], key=lambda i: lengths[i], reverse=True)
+        batches.extend(block[i:i + batch_size] for i in range(0, len(block), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+class TaskBatches:
+    """Fine-tuning features as the shared loop's micro-batches (lmforge.train.loop.MicroBatches).
+
+    `batch_size` is the global batch, the number the recipes and BERT's grids speak of, whatever the
+    hardware: each length-grouped batch is cut into world_size x grad_accum micro-batches, micro-batch
+    a of rank r being part r*grad_accum + a. Epoch e's batches are the (e+1)-th draw of one generator
+    seeded with `seed`, so a resumed run regenerates exactly the order it had."""
+
+    def __init__(self, task: Task, features: list[Any], pad: int, batch_size: int, grad_accum: int,
+                 rank: int, world_size: int, seed: int,
+                 finish: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] = lambda b: b) -> None:
+        self.parts = grad_accum * world_size
+        if batch_size % self.parts:
+            raise ValueError(f"batch size {batch_size} is not divisible by grad_accum x world size = {self.parts}")
+        self.task, self.features, self.pad, self.finish = task, features, pad, finish
+        self.batch_size, self.grad_accum, self.rank, self.seed = batch_size, grad_accum, rank, seed
+        self.lengths = [feature_length(f) for f in features]
+        full, rest = divmod(len(features), batch_size)
+        # the one short batch of an epoch is kept when every micro-batch gets an example
+        self.steps_per_epoch = full + (rest >= self.parts)
+
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        rng = random.Random(self.seed)
+        for _ in range(epoch + 1):
+            batches = length_grouped_batches(self.lengths, self.batch_size, rng)
+        return [b for b in batches if len(b) >= self.parts]
+
+    def epoch(self, epoch: int, start_step: int) -> Iterator[dict[str, torch.Tensor]]:
+        for indices in self.global_batches(epoch)[start_step:]:
+            parts = np.array_split(np.asarray(indices), self.parts)
+            for a in range(self.grad_accum):
+                chunk = parts[self.rank * self.grad_accum + a].tolist()
+                yield self.finish(self.task.collate([self.features[i] for i in chunk], self.pad))

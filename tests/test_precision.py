@@ -14,6 +14,7 @@ from lmforge.finetune import _autocast
 from lmforge.models import load_model
 from lmforge.pretrain import pretrain
 from lmforge.train import checkpoint as ckpt
+from lmforge.train import precision as precision_rules
 from lmforge.train import trainer
 from lmforge.train.config import load_config
 
@@ -31,7 +32,7 @@ def run(tmp_path: Path, precision: str, kind: str = "clm", steps: int = 30):
 def bf16_cpu(monkeypatch):
     """Treat this CPU as bf16-capable: without AVX512-BF16/AMX autocast still computes in bf16
     (emulated, slower), so the numerics under test are the same on every CI machine."""
-    monkeypatch.setattr(trainer, "native_bf16", lambda device_type: True)
+    monkeypatch.setattr(precision_rules, "native_bf16", lambda device_type: True)
 
 
 def test_bf16_pretraining_tracks_fp32_with_fp32_master_weights(tmp_path, bf16_cpu):
@@ -66,7 +67,7 @@ def test_bf16_pretraining_tracks_fp32_with_fp32_master_weights(tmp_path, bf16_cp
 
 
 def test_bf16_without_hardware_support_is_an_error_not_fp32(tmp_path, monkeypatch):
-    monkeypatch.setattr(trainer, "native_bf16", lambda device_type: False)
+    monkeypatch.setattr(precision_rules, "native_bf16", lambda device_type: False)
     with pytest.raises(ValueError, match="precision=bf16: .*no native bf16"):
         run(tmp_path, "bf16", steps=2)
     with pytest.raises(ValueError, match="no native bf16"):

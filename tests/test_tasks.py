@@ -11,7 +11,7 @@ from _finetune_helpers import tiny_tokenizer
 from conftest import data_path
 from seqeval.metrics.sequence_labeling import get_entities
 
-from lmforge.finetune import length_grouped_batches
+from lmforge.finetune_data import length_grouped_batches
 from lmforge.tasks import DataError, Encoded, TaskOptions, get_task, iob1_to_iob2, pad_batch, read_conll
 from lmforge.tasks.metrics import normalize_answer, squad_f1, squad_scores
 from lmforge.tasks.text import pair_template

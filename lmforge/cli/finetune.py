@@ -1,11 +1,20 @@
-"""`lmforge finetune`: a pre-trained model + a task head, trained on a benchmark or the user's data."""
+"""`lmforge finetune`: a pre-trained model + a task head, trained on a benchmark or the user's data.
+
+Settings come from one typed config (lmforge.finetune.FinetuneConfig), filled as `pretrain`'s is: an
+optional YAML file (`--config`), then `key=value` overrides, then the flags given; a misspelt key is
+an error. A flag left out takes the config's value, and a hyper-parameter left out everywhere comes
+from the task type's recipe."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from lmforge.cli._task_args import add_task_arguments, bounded, task_options
+from lmforge.cli._task_args import _FIELDS as OPTION_FIELDS
+from lmforge.cli._task_args import add_task_arguments, bounded
+
+# flag -> FinetuneConfig field, where the names differ
+RENAMED = {"no_progress": "progress"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,57 +23,77 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "finetune", help="fine-tune a pre-trained model on a task",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Values not given come from the task type's recipe (BERT §4 / A.3 grids, chosen by "
-                    "measurement: lmforge/finetune_defaults.py). The best dev checkpoint is kept unless "
-                    "--no-select-best.",
+        description="Values not given come from --config/key=value, else from the task type's recipe (BERT §4 / "
+                    "A.3 grids, chosen by measurement: lmforge/finetune_defaults.py). The best dev checkpoint is "
+                    "kept unless --no-select-best. Several processes: `torchrun --nproc_per_node N -m lmforge "
+                    "finetune ...` (DDP; --batch-size stays the global batch).",
         epilog=defaults_help())
-    add_task_arguments(p)
-    p.add_argument("--model", required=True, help="pre-trained model directory (lmforge or HF)")
-    p.add_argument("--data", required=True, help="task directory or file (one file: --dev-fraction is held out)")
-    p.add_argument("--out", required=True, help="run directory to write")
+    add_task_arguments(p, required=False)
+    p._option_string_actions["--task"].help = "the task (or `task:` in --config)"
+    p.add_argument("--config", metavar="FILE", help="YAML file with FinetuneConfig keys (task, model, lr, options.*, ...)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. lr=3e-5 options.doc_stride=64")
+    p.add_argument("--print-config", action="store_true", help="print the merged configuration and exit")
+    p.add_argument("--model", help="pre-trained model directory (lmforge or HF)")
+    p.add_argument("--data", help="task directory or file (one file: --dev-fraction is held out)")
+    p.add_argument("--out", help="run directory to write")
     p.add_argument("--lr", type=bounded(float, above=0), help="peak learning rate (default: by task type)")
-    p.add_argument("--batch-size", type=bounded(int, least=1), help="default: by task type")
+    p.add_argument("--batch-size", type=bounded(int, least=1),
+                   help="examples per optimizer step over all processes (default: by task type)")
+    p.add_argument("--grad-accum", type=bounded(int, least=1),
+                   help="micro-batches per step: each is batch-size / (grad-accum x processes) (default: 1)")
     p.add_argument("--epochs", type=bounded(float, above=0), help="default: by task type")
     p.add_argument("--warmup-ratio", type=bounded(float, least=0, below=1),
                    help="share of steps with linear warmup (default: 0.1)")
     p.add_argument("--max-length", type=bounded(int, least=8),
                    help="max tokens per input (task default: 128, CoNLL 256, SQuAD 384)")
-    p.add_argument("--weight-decay", type=bounded(float, least=0), default=0.01, help="default: %(default)s")
-    p.add_argument("--max-grad-norm", type=bounded(float, least=0), default=1.0,
-                   help="gradient clipping, 0: off (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=42, help="default: %(default)s")
+    p.add_argument("--weight-decay", type=bounded(float, least=0), help="default: 0.01")
+    p.add_argument("--max-grad-norm", type=bounded(float, least=0), help="gradient clipping, 0: off (default: 1.0)")
+    p.add_argument("--seed", type=int, help="default: 42")
     p.add_argument("--eval-every", type=bounded(int, least=0),
                    help="steps between dev evaluations, 0: once an epoch (default: --evals-per-epoch)")
     p.add_argument("--evals-per-epoch", type=bounded(int, least=1),
                    help="dev evaluations per epoch (default: by task type)")
-    p.add_argument("--select-best", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--select-best", action=argparse.BooleanOptionalAction, default=None,
                    help="keep the best dev checkpoint (default) or, with --no-select-best, the final one")
-    p.add_argument("--dev-fraction", type=bounded(float, least=0, below=1), default=0.1,
-                   help="share of a single --data file held out as dev, seeded; 0: no dev (default: %(default)s)")
-    p.add_argument("--eval-batch-size", type=bounded(int, least=1), default=128, help="default: %(default)s")
+    p.add_argument("--patience", type=bounded(int, least=0),
+                   help="early stopping: stop after this many dev evaluations without a new best (default: 0, off)")
+    p.add_argument("--dev-fraction", type=bounded(float, least=0, below=1),
+                   help="share of a single --data file held out as dev, seeded; 0: no dev (default: 0.1)")
+    p.add_argument("--eval-batch-size", type=bounded(int, least=1), help="default: 128")
     p.add_argument("--limit", type=bounded(int, least=1), help="use the first N training examples only")
     p.add_argument("--eval-limit", type=bounded(int, least=1), help="use the first N dev examples only")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", help="auto (CUDA if present; default), cpu, cuda, cuda:1, ...")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bfloat16 autocast (default: on CUDA)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier fine-tuning run in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--overwrite", action="store_true", default=None, help="replace an earlier fine-tuning run in --out")
+    p.add_argument("--resume", action="store_true", default=None,
+                   help="continue the interrupted run in --out from its last checkpoint (same arguments)")
+    p.add_argument("--no-progress", action="store_false", default=None, help="no progress bars")
     p.set_defaults(func=run)
+
+
+def given_values(args: argparse.Namespace) -> dict:
+    """The flags on the command line, as FinetuneConfig keys (options.* for the data-reading ones)."""
+    from lmforge.finetune import FinetuneConfig
+
+    fields = set(FinetuneConfig.__dataclass_fields__)
+    values = {RENAMED.get(k, k): v for k, v in vars(args).items()
+              if v is not None and RENAMED.get(k, k) in fields and k not in ("options",)}
+    options = {name: getattr(args, name) for name in OPTION_FIELDS if getattr(args, name, None) is not None}
+    return {**values, **({"options": options} if options else {})}
 
 
 def run(args: argparse.Namespace) -> int:
     from lmforge.finetune import FinetuneConfig, finetune
+    from lmforge.train.config import load_structured
 
-    cfg = FinetuneConfig(
-        task=args.task, model=args.model, data=args.data, out=args.out, lr=args.lr,
-        batch_size=args.batch_size, epochs=args.epochs, warmup_ratio=args.warmup_ratio,
-        max_length=args.max_length, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,
-        seed=args.seed, eval_every=args.eval_every, evals_per_epoch=args.evals_per_epoch,
-        select_best=args.select_best, dev_fraction=args.dev_fraction,
-        eval_batch_size=args.eval_batch_size, limit=args.limit, eval_limit=args.eval_limit,
-        device=args.device, bf16=args.bf16, progress=not args.no_progress, overwrite=args.overwrite,
-        options=task_options(args),
-    )
+    cfg = load_structured(FinetuneConfig, args.config, args.overrides, given_values(args))
+    if args.print_config:
+        from omegaconf import OmegaConf
+
+        print(OmegaConf.to_yaml(OmegaConf.structured(cfg)), end="")
+        return 0
     summary = finetune(cfg)
-    print(json.dumps(summary, indent=2))
+    if summary:  # rank 0 under torchrun
+        print(json.dumps(summary, indent=2))
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -117,6 +117,8 @@ def _structured_error(source: str, err: OmegaConfBaseException) -> ValueError:
     return ValueError(f"{source}: {'key ' + repr(key) + ': ' if key else ''}{message}")
 
 
+T = TypeVar("T")
+
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"  # shipped inside the package
 
 
@@ -143,12 +145,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     Relative data paths in the YAML stay relative to the working directory (where the user runs
     the command), as the README's commands show them.
     """
-    schema = OmegaConf.structured(PretrainConfig)
-    merged = schema
+    config = load_structured(PretrainConfig, None if path is None else resolve_recipe(path), overrides)
+    validate(config)
+    return config
+
+
+def load_structured(schema: type[T], path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),
+                    values: dict[str, Any] | None = None) -> T:
+    """The one config system of `pretrain` and `finetune`: a typed dataclass, filled from a YAML file,
+    then `key=value` overrides, then `values` (command-line flags that were given). A misspelt key or
+    a wrong type is an error naming the key and where it came from."""
+    merged = OmegaConf.structured(schema)
     if path is not None:
-        path = resolve_recipe(path)
         try:
             loaded = OmegaConf.load(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: config file not found") from None
         except Exception as err:  # yaml.YAMLError carries the line in its message
             raise ValueError(f"{path}: not valid YAML: {err}") from None
         try:
@@ -160,11 +172,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ValueError(f"override {item!r}: expected key=value")
     try:
         merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
-        config: PretrainConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+        if values:
+            merged = OmegaConf.merge(merged, OmegaConf.create(values))
+        missing = sorted(OmegaConf.missing_keys(merged))
+        if missing:
+            raise ValueError(f"{schema.__name__}: no value for {', '.join(missing)} (give them in the config file, "
+                             "as key=value or as flags)")
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
-        raise _structured_error("overrides", err) from None
-    validate(config)
-    return config
+        raise _structured_error("overrides" if not values else "overrides/flags", err) from None
 
 
 def validate(config: PretrainConfig) -> None:
