@@ -6,16 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lmforge.data.reader import ReadStats
-from lmforge.tokenizers import (
-    KINDS,
-    TEMPLATES,
-    load_tokenizer,
-    special_tokens,
-    train_tokenizer,
-    write_hf_tokenizer_files,
-)
-from lmforge.tokenizers.families import default_family
+from lmforge.choices import TOKENIZER_FAMILIES, TOKENIZER_KINDS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,12 +14,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
 
     train = sub.add_parser("train", help="train WordPiece / byte-level BPE / Unigram on text files")
-    train.add_argument("--kind", choices=KINDS, required=True)
+    train.add_argument("--kind", choices=TOKENIZER_KINDS, required=True)
     train.add_argument("--vocab-size", type=int, required=True)
     train.add_argument("--corpus", nargs="+", required=True, metavar="FILE",
                        help="UTF-8 text files (plain or .gz), one sentence or document per line")
     train.add_argument("--out", required=True, metavar="DIR")
-    train.add_argument("--family", choices=sorted(TEMPLATES), default=None,
+    train.add_argument("--family", choices=TOKENIZER_FAMILIES, default=None,
                        help="special tokens and segment template (default: bert/gpt2/albert by kind)")
     train.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=None,
                        help="default: the family's (BERT/ALBERT uncased, GPT-2/RoBERTa cased)")
@@ -47,6 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here: `tokenizers` (and what lmforge.tokenizers loads with it) is not needed for --help
+    from lmforge.data.reader import ReadStats
+    from lmforge.tokenizers import load_tokenizer, special_tokens, train_tokenizer, write_hf_tokenizer_files
+    from lmforge.tokenizers.families import default_family
+
     if args.tokenizer_command == "encode":
         tokenizer = load_tokenizer(args.tokenizer)
         encoding = tokenizer.encode(" ".join(args.text))
