@@ -17,7 +17,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--kind", choices=TOKENIZER_KINDS, required=True)
     train.add_argument("--vocab-size", type=int, required=True)
     train.add_argument("--corpus", nargs="+", required=True, metavar="FILE",
-                       help="UTF-8 text files (plain or .gz), one sentence or document per line")
+                       help="UTF-8 text files (plain, .gz or .zst), one sentence or document per line, or "
+                            "Parquet/Arrow files (.parquet, .arrow) with a text column")
+    train.add_argument("--text-column", default="text",
+                       help="Parquet/Arrow column holding the text (default: %(default)s)")
     train.add_argument("--out", required=True, metavar="DIR")
     train.add_argument("--family", choices=TOKENIZER_FAMILIES, default=None,
                        help="special tokens and segment template (default: bert/gpt2/albert by kind)")
@@ -57,11 +60,13 @@ def run(args: argparse.Namespace) -> int:
         args.kind, args.corpus, args.vocab_size, lowercase=args.lowercase, strip_accents=args.strip_accents,
         family=family, min_frequency=args.min_frequency, limit_alphabet=args.limit_alphabet,
         model_max_length=args.max_length, show_progress=sys.stderr.isatty(), stats=stats,
+        text_column=args.text_column,
     )
     out = write_hf_tokenizer_files(tokenizer, Path(args.out), family)
     print(f"{args.kind} tokenizer ({family}), vocab {tokenizer.get_vocab_size()}, "
           f"specials {special_tokens(tokenizer)} -> {out}", file=sys.stderr)
-    print(f"read {stats.lines} lines; {stats.invalid_utf8_lines} lines with invalid UTF-8 (replaced with U+FFFD)",
+    print(f"read {stats.lines} lines; {stats.invalid_utf8_lines} lines with invalid UTF-8 (replaced with U+FFFD)"
+          + (f"; skipped {stats.empty_documents} null or blank Parquet/Arrow rows" if stats.empty_documents else ""),
           file=sys.stderr)
     for note in stats.examples:
         print(f"  {note}", file=sys.stderr)

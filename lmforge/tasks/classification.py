@@ -15,7 +15,7 @@ from tokenizers import Tokenizer
 
 from lmforge.tasks import metrics as M
 from lmforge.tasks.base import Encoded, Task, TaskOptions, split_path
-from lmforge.tasks.io import DataError, read_records, read_rows, table_format
+from lmforge.tasks.io import DataError, has_column, read_records, read_rows, table_format
 from lmforge.tasks.text import encode_texts
 
 
@@ -226,7 +226,7 @@ class GlueTask(ClassificationTask):
 
 
 class TextClassificationTask(ClassificationTask):
-    """The user's own TSV/CSV/JSONL: one or two named text columns and a label column.
+    """The user's own TSV/CSV/JSONL/Parquet/Arrow: one or two named text columns and a label column.
 
     Labels are discovered from the training file and stored in the head spec with the model.
     """
@@ -243,7 +243,7 @@ class TextClassificationTask(ClassificationTask):
 
     def path_of(self, data: Path, split: str) -> Path:
         files = self.files or {split: tuple(f"{stem}{suffix}" for stem in stems
-                                            for suffix in (".tsv", ".csv", ".jsonl", ".txt", ".json"))
+                                            for suffix in (".tsv", ".csv", ".jsonl", ".txt", ".json", ".parquet", ".arrow"))
                                for split, stems in self.split_files.items()}
         return split_path(data, split, files, self.options)
 
@@ -254,7 +254,7 @@ class TextClassificationTask(ClassificationTask):
         text_cols = [opts.text_column] + ([opts.text_pair_column] if opts.text_pair_column else [])
         want_label = split in ("train", "dev")
         columns = text_cols + [opts.label_column]
-        if not want_label and not self._has_label_column(path, fmt):
+        if not want_label and not has_column(path, opts.label_column, fmt):
             columns = text_cols
         examples = []
         for line, record in read_records(path, columns, fmt):
@@ -273,18 +273,12 @@ class TextClassificationTask(ClassificationTask):
                     except (TypeError, ValueError):
                         raise DataError(path, line, f"label {raw!r} is not a number") from None
                 else:
-                    label = str(raw).strip()
+                    label = "" if raw is None else str(raw).strip()  # a JSON/Parquet null is no label
                     if not label:
                         raise DataError(path, line, f"empty label in column {opts.label_column!r}")
             examples.append(TextExample(texts[0], texts[1] if len(texts) > 1 else None, label, line, str(path)))
         self._check_labels(examples, split)
         return examples
-
-    def _has_label_column(self, path: Path, fmt: str) -> bool:
-        if fmt == "jsonl":
-            return True  # read_records checks per line; predictions files without labels use other keys
-        header = next(read_rows(path, fmt), None)
-        return header is not None and self.options.label_column in [v.strip() for v in header.values]
 
     def label_names(self, train_examples: list[TextExample]) -> list[str] | None:
         if self.regression:
