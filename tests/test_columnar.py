@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import data_path
 
 from lmforge.cli import main as cli_main
 from lmforge.data import columnar
@@ -204,3 +205,54 @@ def test_generic_table_without_labels_for_predict_and_bad_rows_name_the_row(tmp_
     no_label = write_parquet(tmp_path / "nolabel.parquet", {"sentence": ["one", "two"], "label": ["a", None]})
     with pytest.raises(ValueError, match=rf"^{no_label}:2: empty label in column 'label'$"):
         task.read(no_label, "train")
+
+
+@pytest.mark.parametrize("name,folder", [("mrpc", "MRPC"), ("qnli", "QNLI"), ("stsb", "STS-B")])
+def test_glue_reads_its_hf_datasets_export_like_the_tsv(tmp_path, name, folder):
+    """The shipped dev TSV, written as HF `datasets` exports GLUE (its column names, integer classes),
+    reads as the same examples; the export's unlabelled test rows (label -1) read as unlabelled."""
+    from lmforge.tasks.classification import HF_GLUE
+
+    tsv = data_path("glue", folder, "dev.tsv")
+    want = get_task(name).read(tsv.parent, "dev")
+    text_a, text_b, classes = HF_GLUE[name]
+    labels = [e.label if classes is None else classes.index(e.label) for e in want]
+    export = {text_a: [e.text_a for e in want], text_b: [e.text_b for e in want], "label": labels,
+              "idx": list(range(len(want)))}
+    for kind, path in (("parquet", write_parquet(tmp_path / "validation.parquet", export, 100)),
+                       ("arrow", write_arrow(tmp_path / "validation.arrow", export, stream=True))):
+        task = get_task(name, TaskOptions(dev_file=str(path)))
+        got = task.read(tsv.parent, "dev")
+        assert [(e.text_a, e.text_b, e.label) for e in got] == [(e.text_a, e.text_b, e.label) for e in want], kind
+        assert got[-1].line == len(want) and got[-1].source == str(path)
+    unlabelled = write_parquet(tmp_path / "test.parquet", export | {"label": [-1] * len(want)})
+    assert all(e.label is None for e in get_task(name).read(unlabelled, "test"))
+    with pytest.raises(ValueError, match=r"no label \(this split needs labels\)"):
+        get_task(name).read(unlabelled, "train")
+
+
+def test_glue_table_maps_the_export_classes_and_names_bad_rows(tmp_path):
+    rows = {"premise": ["a", "b", "c"], "hypothesis": ["x", "y", "z"], "label": [0, 1, 2]}
+    got = get_task("mnli").read(write_parquet(tmp_path / "mnli.parquet", rows), "train")
+    assert [e.label for e in got] == ["entailment", "neutral", "contradiction"]  # the export's ClassLabel order
+    # the TSV's column names and label strings work as well
+    same = {"sentence1": rows["premise"], "sentence2": rows["hypothesis"],
+            "gold_label": ["entailment", "neutral", "contradiction"]}
+    assert get_task("mnli").read(write_parquet(tmp_path / "tsv_names.parquet", same), "train") == [
+        type(e)(e.text_a, e.text_b, e.label, e.line, str(tmp_path / "tsv_names.parquet")) for e in got]
+    bad = write_parquet(tmp_path / "bad.parquet", rows | {"label": [0, 3, 1]})
+    with pytest.raises(ValueError, match=rf"^{bad}:2: label 3 is not a class of mnli \(0..2\)$"):
+        get_task("mnli").read(bad, "train")
+    other = write_parquet(tmp_path / "other.parquet", {"text": ["a"], "label": [0]})
+    with pytest.raises(ValueError, match=rf"^{other}: no column 'premise' \(or 'sentence1'\); it has \['text', 'label'\]$"):
+        get_task("mnli").read(other, "train")
+
+
+def test_every_glue_task_has_its_export_layout():
+    from lmforge.tasks import GLUE
+    from lmforge.tasks.classification import HF_GLUE
+
+    assert set(HF_GLUE) == set(GLUE)
+    for name, (_, text_b, classes) in HF_GLUE.items():
+        assert (text_b is None) == (GLUE[name].text_b is None)
+        assert classes is None and GLUE[name].labels is None or set(classes) == set(GLUE[name].labels)
