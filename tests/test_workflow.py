@@ -350,6 +350,15 @@ def test_tokenizer_train_replaces_and_counts_invalid_utf8(tmp_path, capsys):
     assert load_tokenizer(tmp_path / "tok").token_to_id("the") is not None
 
 
+def test_tokenizer_train_refuses_an_unknown_family_in_one_line_before_reading(tmp_path, capsys):
+    code, _, err = cli(["tokenizer", "train", "--kind", "bpe", "--family", "gtp2", "--vocab-size", "60",
+                        "--corpus", tmp_path / "not-read.txt", "--out", tmp_path / "tok"], capsys)
+    assert code == 2
+    assert err.strip().splitlines() == [err.strip()]
+    assert "unknown tokenizer family 'gtp2'; known: bert, " in err and "gpt2" in err
+    assert not (tmp_path / "tok").exists()
+
+
 def test_zstd_input_is_read(corpus, tok_dir, tmp_path):
     zstandard = pytest.importorskip("zstandard")
     packed = tmp_path / "corpus.txt.zst"
@@ -407,13 +416,12 @@ def test_cli_choices_agree_with_the_modules_that_own_them():
     from lmforge import choices
     from lmforge.tasks import GLUE, get_task
     from lmforge.tasks.classification import GLUE_DIRS
-    from lmforge.tokenizers.families import KINDS, TEMPLATES
+    from lmforge.tokenizers.families import KINDS
 
     for name in choices.TASK_NAMES:
         assert get_task(name).name in choices.TASK_NAMES  # every offered name resolves to a task
     assert tuple(GLUE) == choices.GLUE_TASKS and set(GLUE_DIRS) == set(GLUE)
     assert KINDS == choices.TOKENIZER_KINDS
-    assert tuple(sorted(TEMPLATES)) == choices.TOKENIZER_FAMILIES
 
     from lmforge.cli import embed
     from lmforge.features import POOLINGS

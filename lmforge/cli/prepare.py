@@ -18,8 +18,7 @@ def register(subparsers) -> None:
         default="auto",
         choices=("auto", "bert", "lines", "jsonl"),
         help="bert: sentence per line, blank line between documents (WikiText titles detected); "
-        "lines: document per line; jsonl: JSON object per line; auto: guess per file "
-        "(.parquet/.arrow files are always read a document a row)",
+        "lines: document per line; jsonl: JSON object per line; auto: guess per file",
     )
     p.add_argument("--text-column", "--text-field", dest="text_field", default="text",
                    help="JSONL field or Parquet/Arrow column holding the document text (default: %(default)s)")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lmforge.choices import TOKENIZER_FAMILIES, TOKENIZER_KINDS
+from lmforge.choices import TOKENIZER_KINDS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,8 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--text-column", default="text",
                        help="Parquet/Arrow column holding the text (default: %(default)s)")
     train.add_argument("--out", required=True, metavar="DIR")
-    train.add_argument("--family", choices=TOKENIZER_FAMILIES, default=None,
-                       help="special tokens and segment template (default: bert/gpt2/albert by kind)")
+    # no `choices`: the families live in lmforge.tokenizers.families (which imports `tokenizers`); an unknown
+    # name is refused before any reading, with the list of known ones
+    train.add_argument("--family", default=None,
+                       help="special tokens and segment template: bert, roberta, gpt2, albert, ... "
+                            "(default: bert/gpt2/albert by kind)")
     train.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=None,
                        help="default: the family's (BERT/ALBERT uncased, GPT-2/RoBERTa cased)")
     train.add_argument("--strip-accents", action="store_true",
