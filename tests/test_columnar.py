@@ -131,6 +131,12 @@ def test_corrupt_table_and_missing_pyarrow_are_one_line(tok_dir, tmp_path, capsy
     code, _, err = cli(["prepare", "--tokenizer", tok_dir, "--input", fake, "--out", tmp_path / "out"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert f"{fake}: cannot read as Parquet (" in err
+    stream = write_arrow(tmp_path / "cut.arrow", {"text": documents(40)}, stream=True)
+    stream.write_bytes(stream.read_bytes()[: stream.stat().st_size * 2 // 3])  # a cache file cut short
+    code, _, err = cli(["prepare", "--tokenizer", tok_dir, "--input", stream, "--out", tmp_path / "out", "--quiet"],
+                       capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{stream}: cannot read past row " in err and not (tmp_path / "out").exists()
     good = write_parquet(tmp_path / "good.parquet", {"text": documents(3)})
     for name in ("pyarrow", "pyarrow.parquet", "pyarrow.ipc"):
         monkeypatch.setitem(sys.modules, name, None)  # as if not installed: importing it fails

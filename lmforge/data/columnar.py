@@ -47,6 +47,7 @@ def _open(path: Path, kind: str | None) -> Iterator[tuple[Any, Callable[[list[st
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     kind = kind or table_kind(path) or "parquet"
+    handle = None
     try:
         if kind == "parquet":
             handle = pa.parquet.ParquetFile(path)
@@ -72,6 +73,8 @@ def _open(path: Path, kind: str | None) -> Iterator[tuple[Any, Callable[[list[st
         else:
             raise ValueError(f"{path}: unknown table format {kind!r}; expected parquet or arrow")
     except (pa.ArrowException, OSError) as err:
+        if handle is not None:
+            handle.close()
         raise ValueError(f"{path}: cannot read as {kind.capitalize()} ({_problem(err)})") from None
     try:
         yield schema, batches
