@@ -350,6 +350,15 @@ def test_tokenizer_train_replaces_and_counts_invalid_utf8(tmp_path, capsys):
     assert load_tokenizer(tmp_path / "tok").token_to_id("the") is not None
 
 
+def test_tokenizer_train_refuses_an_unknown_family_in_one_line_before_reading(tmp_path, capsys):
+    code, _, err = cli(["tokenizer", "train", "--kind", "bpe", "--family", "gtp2", "--vocab-size", "60",
+                        "--corpus", tmp_path / "not-read.txt", "--out", tmp_path / "tok"], capsys)
+    assert code == 2
+    assert err.strip().splitlines() == [err.strip()]
+    assert "unknown tokenizer family 'gtp2'; known: bert, " in err and "gpt2" in err
+    assert not (tmp_path / "tok").exists()
+
+
 def test_zstd_input_is_read(corpus, tok_dir, tmp_path):
     zstandard = pytest.importorskip("zstandard")
     packed = tmp_path / "corpus.txt.zst"
@@ -371,20 +380,48 @@ def test_zstd_input_is_read(corpus, tok_dir, tmp_path):
 def test_help_and_version_do_not_import_torch():
     script = """
 import sys
-from lmforge.cli.main import main
-for argv in (["--help"], ["--version"], ["prepare", "--help"], ["pretrain", "--help"], ["tokenizer", "--help"],
-             ["convert", "--help"], ["embed", "--help"]):
+from lmforge.cli.main import COMMANDS, main
+helps = [["--help"], ["--version"], ["tokenizer", "train", "--help"], ["tokenizer", "encode", "--help"]]
+for argv in helps + [[name, "--help"] for name in COMMANDS]:
     try:
         main(argv)
     except SystemExit:
         pass
-heavy = sorted(m for m in ("torch", "numpy", "transformers", "omegaconf") if m in sys.modules)
+heavy = sorted(m for m in ("torch", "numpy", "tokenizers", "transformers", "omegaconf", "pyarrow", "datasets")
+               if m in sys.modules)
 print("HEAVY", heavy, file=sys.stderr)
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "HEAVY []" in done.stderr
     assert "usage: lmforge pretrain" in done.stdout and "--overwrite" in done.stdout
+    pages = {page.split()[0]: page for page in done.stdout.split("usage: lmforge ")[1:]}
+    for command in ("finetune", "evaluate", "predict"):  # the task options, with their choices
+        assert "--format {tsv,csv,jsonl,parquet,arrow}" in pages[command]
+    assert "usage: lmforge tokenizer train" in done.stdout and "{wordpiece,bpe,unigram}" in done.stdout
+
+
+def test_finetune_help_in_a_fresh_interpreter_imports_no_torch():
+    """`python -m lmforge finetune --help` as a user runs it, measured by -X importtime."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "lmforge", "finetune", "--help"],
+                          capture_output=True, text=True, timeout=120, cwd=TESTS.parent)
+    assert done.returncode == 0, done.stderr
+    assert "usage: lmforge finetune" in done.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "lmforge.cli._task_args" in imported  # the measurement saw the task options being registered
+    assert not imported & {"torch", "numpy", "tokenizers", "transformers"}
+
+
+def test_cli_choices_agree_with_the_modules_that_own_them():
+    from lmforge import choices
+    from lmforge.tasks import GLUE, get_task
+    from lmforge.tasks.classification import GLUE_DIRS
+    from lmforge.tokenizers.families import KINDS
+
+    for name in choices.TASK_NAMES:
+        assert get_task(name).name in choices.TASK_NAMES  # every offered name resolves to a task
+    assert tuple(GLUE) == choices.GLUE_TASKS and set(GLUE_DIRS) == set(GLUE)
+    assert KINDS == choices.TOKENIZER_KINDS
 
     from lmforge.cli import embed
     from lmforge.features import POOLINGS

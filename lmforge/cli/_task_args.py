@@ -1,11 +1,19 @@
-"""Task-reading options shared by `lmforge finetune`, `evaluate` and `predict`."""
+"""Task-reading options shared by `lmforge finetune`, `evaluate` and `predict`.
+
+Registering them imports nothing heavy (lmforge.tasks pulls in torch): the choices come from
+lmforge.choices, and lmforge.tasks is imported only when the options are used.
+"""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from lmforge.tasks import TASK_NAMES, Task, TaskOptions, get_task
+from lmforge.choices import TASK_DATA_FORMATS, TASK_NAMES
+
+if TYPE_CHECKING:
+    from lmforge.tasks import Task, TaskOptions
 
 
 def bounded(kind: type, least: float | None = None, above: float | None = None,
@@ -41,7 +49,9 @@ def add_task_arguments(parser: argparse.ArgumentParser, required: bool = True) -
     group.add_argument("--label-column", help="generic classification: column with the label")
     group.add_argument("--regression", action="store_true", default=None,
                        help="generic data: a numeric label (MSE head, Pearson/Spearman)")
-    group.add_argument("--format", choices=("tsv", "csv", "jsonl"), help="generic data: file format")
+    group.add_argument("--format", choices=TASK_DATA_FORMATS,
+                       help="generic data: file format (default: from the suffix; parquet/arrow need "
+                            "pip install 'lmforge[datasets]')")
     group.add_argument("--tag-column", type=int, help="CoNLL: column of the tag (default last)")
     group.add_argument("--tag-scheme", choices=("auto", "iob1", "iob2"), help="CoNLL tag scheme")
     group.add_argument("--doc-stride", type=bounded(int, least=1), help="QA: window step in tokens (128)")
@@ -62,6 +72,8 @@ _FIELDS = ("text_column", "text_pair_column", "label_column", "regression", "for
 
 def task_options(args: argparse.Namespace, base: dict | None = None) -> TaskOptions:
     """Options from the command line on top of `base` (a run's saved options)."""
+    from lmforge.tasks import TaskOptions
+
     options = TaskOptions.from_dict(base or {})
     for name in _FIELDS:
         value = getattr(args, name, None)
@@ -73,6 +85,8 @@ def task_options(args: argparse.Namespace, base: dict | None = None) -> TaskOpti
 def saved_task(args: argparse.Namespace, saved: dict) -> Task:
     """The task a run was fine-tuned on (its task.json), with its reading options; a --task naming another
     task is refused, since the head's labels mean nothing there."""
+    from lmforge.tasks import get_task
+
     trained = saved.get("task")
     if trained is None:
         raise ValueError(f"{args.model}: task.json names no task")

@@ -8,7 +8,9 @@ import argparse
 def register(subparsers) -> None:
     p = subparsers.add_parser("prepare", help="tokenize raw text into memory-mapped shards", description=__doc__)
     p.add_argument("--tokenizer", required=True, help="folder with tokenizer.json (or the file itself)")
-    p.add_argument("--input", nargs="+", required=True, metavar="FILE_OR_GLOB", help="text files, plain or .gz")
+    p.add_argument("--input", nargs="+", required=True, metavar="FILE_OR_GLOB",
+                   help="text files (plain, .gz or .zst) or Parquet/Arrow files (.parquet, .arrow: a document "
+                        "a row; pip install 'lmforge[datasets]')")
     p.add_argument("--out", required=True,
                    help="output folder: new, empty, or earlier prepared data (replaced once the new data is complete)")
     p.add_argument(
@@ -18,7 +20,8 @@ def register(subparsers) -> None:
         help="bert: sentence per line, blank line between documents (WikiText titles detected); "
         "lines: document per line; jsonl: JSON object per line; auto: guess per file",
     )
-    p.add_argument("--text-field", default="text", help="JSONL field holding the document text")
+    p.add_argument("--text-column", "--text-field", dest="text_field", default="text",
+                   help="JSONL field or Parquet/Arrow column holding the document text (default: %(default)s)")
     p.add_argument("--workers", type=int, default=1, help="tokenizer processes")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--valid-fraction", type=float, default=0.0, help="share of documents held out for valid")

@@ -36,7 +36,7 @@ from lmforge.data.encode import (
     special_tokens,
     tokenizer_file,
 )
-from lmforge.data.reader import ReadStats, expand_inputs, is_compressed, read_records, sniff
+from lmforge.data.reader import ReadStats, check_input, expand_inputs, is_compressed, read_records
 from lmforge.data.shards import _SplitWriter, token_dtype
 from lmforge.tokenizers import copy_tokenizer_files, vocab_fingerprint
 
@@ -53,7 +53,7 @@ class PrepareConfig:
     inputs: list[str]
     out: str
     format: str = "auto"
-    text_field: str = "text"
+    text_field: str = "text"  # JSONL field / Parquet or Arrow column holding the document
     workers: int = 1
     valid_fraction: float = 0.0
     valid: list[str] = field(default_factory=list)
@@ -163,7 +163,7 @@ def prepare(config: PrepareConfig) -> dict:
     train_files = expand_inputs(config.inputs)
     valid_files = expand_inputs(config.valid) if config.valid else []
     for path in train_files + valid_files:
-        sniff(path)  # refuse binary files before any work is done
+        check_input(path, config.text_field)  # refuse binary files, tables without the column, before any work
     out = Path(config.out)
     check_out(out)
     work = _work_dir(out)

@@ -1,4 +1,5 @@
-"""Streaming raw-text readers: files/globs (plain, .gz or .zst) -> (starts_document, text) records.
+"""Streaming raw-text readers: files/globs (plain, .gz or .zst text; Parquet/Arrow through
+lmforge.data.columnar) -> (starts_document, text) records.
 
 Everything streams line by line with a bounded read size, so a 10 MB line or a 100 GB corpus
 never sits in memory whole. Problems that can be skipped (bad UTF-8, empty files, empty documents,
@@ -17,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
+
+from lmforge.data.columnar import check_columns, table_kind, table_texts
 
 Format = Literal["auto", "bert", "lines", "jsonl"]
 
@@ -106,6 +109,9 @@ def open_binary(path: str | Path) -> IO[bytes]:
 
 
 def is_compressed(path: Path) -> bool:
+    """Whether the text read differs in size from the file (gzip, zstd, Parquet, Arrow)."""
+    if table_kind(path):
+        return True
     with open(path, "rb") as handle:
         magic = handle.read(4)
     return magic[:2] == GZIP_MAGIC or magic == ZSTD_MAGIC
@@ -166,6 +172,15 @@ def sniff(path: Path) -> bytes:
     if b"\x00" in head:
         raise ValueError(f"{path}: looks like a binary file (NUL bytes in the first {SNIFF_BYTES} bytes); refusing it")
     return head
+
+
+def check_input(path: Path, text_field: str = "text") -> None:
+    """Refuse, before any work, a file that cannot be read: binary text files, Parquet/Arrow files
+    without a `text_field` text column."""
+    if table_kind(path):
+        check_columns(path, [text_field], text=True)
+    else:
+        sniff(path)
 
 
 def detect_format(path: Path, head: bytes) -> str:
@@ -236,6 +251,10 @@ def _pieces(text: str) -> Iterator[str]:
     yield text
 
 
+def _text_pieces(text: str) -> Iterator[str]:
+    return (piece.strip() for piece in _pieces(text.strip()) if piece.strip())
+
+
 def read_records(
     paths: list[Path], fmt: Format = "auto", text_field: str = "text", stats: ReadStats | None = None
 ) -> Iterator[tuple[bool, str]]:
@@ -246,10 +265,15 @@ def read_records(
               ` = = Section = = ` markup only separate paragraphs; paragraphs split into sentences.
     lines:    one document per line.
     jsonl:    one JSON object per line, the document in `text_field`.
+    Parquet/Arrow files (by suffix, whatever `fmt` says): one document per row, in column `text_field`.
     A file always starts a new document. Empty files and documents are skipped and counted.
     """
     stats = stats if stats is not None else ReadStats()
     for path in paths:
+        if table_kind(path):
+            stats.files += 1
+            yield from _documents(table_texts(path, text_field, stats), stats)
+            continue
         head = sniff(path)
         stats.files += 1
         if not head.strip():
@@ -317,14 +341,21 @@ def _records(kind, lines, path, text_field, stats) -> Iterator[tuple[bool, str]]
                 continue
             parts = [line]
         for part in parts:
-            for piece in _pieces(part.strip()):
-                if piece.strip():
-                    yield new_doc, piece.strip()
-                    new_doc, has_text = False, True
+            for piece in _text_pieces(part):
+                yield new_doc, piece
+                new_doc, has_text = False, True
         if kind == "jsonl":
             close_doc()
     if has_text or kind == "lines":
         close_doc()
+
+
+def _documents(texts: Iterator[str], stats: ReadStats) -> Iterator[tuple[bool, str]]:
+    """Records of whole non-blank documents (one a row), cut into pieces the tokenizer takes at once."""
+    for text in texts:
+        stats.documents += 1
+        for i, piece in enumerate(_text_pieces(text)):
+            yield i == 0, piece
 
 
 def _jsonl_text(line: str, lineno: int, path: Path, text_field: str, stats: ReadStats) -> str | None:
@@ -343,4 +374,4 @@ def _jsonl_text(line: str, lineno: int, path: Path, text_field: str, stats: Read
     return row[text_field]
 
 
-__all__ = ["ReadStats", "expand_inputs", "is_compressed", "open_binary", "read_error", "read_records", "sniff", "detect_format", "io"]
+__all__ = ["ReadStats", "check_input", "expand_inputs", "is_compressed", "open_binary", "read_error", "read_records", "sniff", "detect_format", "io"]

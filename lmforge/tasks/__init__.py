@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from lmforge.choices import TASK_NAMES  # the CLI's list; tests check that every name resolves here
 from lmforge.tasks.base import Encoded, Task, TaskOptions, pad_batch
 from lmforge.tasks.classification import GLUE, GlueTask, TextClassificationTask, nsmc_task
 from lmforge.tasks.io import DataError
 from lmforge.tasks.multiple_choice import SwagTask
 from lmforge.tasks.qa import SquadTask
 from lmforge.tasks.tagging import TaggingTask, iob1_to_iob2, read_conll
-
-TASK_NAMES: tuple[str, ...] = (*GLUE, "nsmc", "classification", "regression", "squad", "ner", "conll2003", "swag")
 
 # Default max sequence lengths: BERT's GLUE/SWAG runs use 128, SQuAD 384 (§4.2); CoNLL sentences need more.
 DEFAULT_MAX_LENGTH = {"squad": 384, "ner": 256, "conll2003": 256}

@@ -30,7 +30,7 @@ class TaskOptions:
     text_pair_column: str | None = None
     label_column: str = "label"
     regression: bool = False
-    format: str | None = None  # tsv | csv | jsonl; None -> from the file suffix
+    format: str | None = None  # tsv | csv | jsonl | parquet | arrow; None -> from the file suffix
     # token tagging (CoNLL)
     tag_column: int = -1
     tag_scheme: str = "auto"  # auto | iob1 | iob2

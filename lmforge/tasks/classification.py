@@ -5,7 +5,7 @@ BERT §4.1: the pair is packed as [CLS] A [SEP] B [SEP] and the head reads the p
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
+from lmforge.data.columnar import table_columns, table_kind
 from lmforge.tasks import metrics as M
 from lmforge.tasks.base import Encoded, Task, TaskOptions, split_path
-from lmforge.tasks.io import DataError, read_records, read_rows, table_format
+from lmforge.tasks.io import DataError, has_column, read_records, read_rows, table_format
 from lmforge.tasks.text import encode_texts
 
 
@@ -75,6 +76,18 @@ GLUE: dict[str, GlueSpec] = {
                     ("entailment", "not_entailment"), M.accuracy, "accuracy"),
     "wnli": GlueSpec(_TRAIN_DEV_TEST, Column("sentence1", 1), Column("sentence2", 2), Column("label", 3),
                      ("0", "1"), M.accuracy, "accuracy"),
+}
+# GLUE as HF `datasets` exports it (Parquet/Arrow, e.g. nyu-mll/glue): the text columns, and the GLUE label
+# of each integer class in the export's ClassLabel order (None: STS-B's float score); -1 marks unlabelled rows.
+_BINARY = ("0", "1")
+HF_GLUE: dict[str, tuple[str, str | None, tuple[str, ...] | None]] = {
+    "cola": ("sentence", None, _BINARY), "sst2": ("sentence", None, _BINARY),
+    "mrpc": ("sentence1", "sentence2", _BINARY), "stsb": ("sentence1", "sentence2", None),
+    "qqp": ("question1", "question2", _BINARY),
+    "mnli": ("premise", "hypothesis", ("entailment", "neutral", "contradiction")),
+    "qnli": ("question", "sentence", ("entailment", "not_entailment")),
+    "rte": ("sentence1", "sentence2", ("entailment", "not_entailment")),
+    "wnli": ("sentence1", "sentence2", _BINARY),
 }
 GLUE_DIRS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "mnli": "MNLI",
              "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI"}
@@ -152,7 +165,8 @@ class ClassificationTask(Task):
 
 
 class GlueTask(ClassificationTask):
-    """A GLUE task read from its directory (train.tsv, dev.tsv, ...), columns as GLUE ships them."""
+    """A GLUE task read from its directory (train.tsv, dev.tsv, ...), columns as GLUE ships them; a
+    Parquet/Arrow file (--data, --train-file, --dev-file) may be an HF `datasets` export instead."""
 
     def __init__(self, name: str, options: TaskOptions | None = None) -> None:
         super().__init__(options)
@@ -173,6 +187,56 @@ class GlueTask(ClassificationTask):
 
     def read(self, data: Path, split: str) -> list[TextExample]:
         path = self.path_of(data, split)
+        examples = list(self._read_table(path, split) if table_kind(path) else self._read_tsv(path, split))
+        self._check_labels(examples, split)
+        return examples
+
+    def _gold(self, value: str | None, path: Path, line: int) -> str | float | None:
+        """The checked label: a float score (STS-B) or one of the task's label names."""
+        if value is None:
+            return None
+        if self.spec.labels is None:
+            try:
+                return float(value)
+            except ValueError:
+                raise DataError(path, line, f"score {value!r} is not a number") from None
+        if value not in self.spec.labels:
+            raise DataError(path, line, f"bad label {value!r}; expected one of {list(self.spec.labels)}")
+        return value
+
+    def _read_table(self, path: Path, split: str) -> Iterator[TextExample]:
+        """A Parquet/Arrow file with the HF export's columns and integer labels, or with the TSV's
+        column names and labels."""
+        hf_a, hf_b, classes = HF_GLUE[self.name]
+        names = table_columns(path)
+
+        def column(*candidates: str) -> str | None:
+            return next((c for c in candidates if c in names), None)
+
+        wanted = [(hf_a, self.spec.text_a.name)] + ([(hf_b, self.spec.text_b.name)] if hf_b else [])
+        texts = [column(*pair) for pair in wanted]
+        if None in texts:
+            pair = wanted[texts.index(None)]
+            raise DataError(path, None, f"no column {pair[0]!r} (or {pair[1]!r}); it has {names}")
+        label = column("label", self.spec.label.name)
+        if label is None and split in ("train", "dev"):
+            raise DataError(path, None, f"no column 'label' (or {self.spec.label.name!r}); it has {names}")
+        for line, record in read_records(path, texts + ([label] if label else [])):
+            raw = record.get(label)
+            if raw == -1 or raw is None:
+                raw = None
+            elif classes is not None and isinstance(raw, int) and not isinstance(raw, bool):
+                if not 0 <= raw < len(classes):
+                    raise DataError(path, line, f"label {raw} is not a class of {self.name} (0..{len(classes) - 1})")
+                raw = classes[raw]
+            values = [record[c] for c in texts]
+            bad = next((c for c, v in zip(texts, values) if not isinstance(v, str)), None)
+            if bad is not None:
+                raise DataError(path, line, f"column {bad!r} is not text: {record[bad]!r}")
+            yield TextExample(values[0], values[1] if hf_b else None,
+                              self._gold(None if raw is None else str(raw).strip(), path, line), line, str(path))
+
+    def _read_tsv(self, path: Path, split: str) -> Iterator[TextExample]:
         spec = self.spec
         rows = read_rows(path, "tsv")
         first = next(rows, None)
@@ -198,7 +262,6 @@ class GlueTask(ClassificationTask):
         label = position(spec.label, split in ("train", "dev"))
         if has_header and names[-1] == spec.label.name:
             label = len(names) - 1  # MNLI's gold_label is the last column whatever the file's width
-        examples = []
         for row in ([] if has_header else [first]) + list(rows):
             if width is None:
                 width = len(row.values)  # headerless: the first row fixes the width
@@ -207,26 +270,15 @@ class GlueTask(ClassificationTask):
             needed = max(i if i >= 0 else width + i for i in (a, b, label) if i is not None)
             if needed >= len(row.values):
                 raise DataError(path, row.line, f"expected at least {needed + 1} columns, found {len(row.values)}")
-            value = row.values[label].strip() if label is not None else None
-            if value is not None:
-                if spec.labels is None:
-                    try:
-                        value = float(value)
-                    except ValueError:
-                        raise DataError(path, row.line, f"score {value!r} is not a number") from None
-                elif value not in spec.labels:
-                    raise DataError(path, row.line, f"bad label {value!r}; expected one of {list(spec.labels)}")
-            examples.append(TextExample(row.values[a], row.values[b] if b is not None else None, value,
-                                        row.line, str(path)))
-        self._check_labels(examples, split)
-        return examples
+            value = self._gold(row.values[label].strip() if label is not None else None, path, row.line)
+            yield TextExample(row.values[a], row.values[b] if b is not None else None, value, row.line, str(path))
 
     def metrics(self, examples: list[TextExample], predictions: list[Any]) -> dict[str, float]:
         return self.spec.metric([e.label for e in examples], predictions)
 
 
 class TextClassificationTask(ClassificationTask):
-    """The user's own TSV/CSV/JSONL: one or two named text columns and a label column.
+    """The user's own TSV/CSV/JSONL/Parquet/Arrow: one or two named text columns and a label column.
 
     Labels are discovered from the training file and stored in the head spec with the model.
     """
@@ -243,7 +295,7 @@ class TextClassificationTask(ClassificationTask):
 
     def path_of(self, data: Path, split: str) -> Path:
         files = self.files or {split: tuple(f"{stem}{suffix}" for stem in stems
-                                            for suffix in (".tsv", ".csv", ".jsonl", ".txt", ".json"))
+                                            for suffix in (".tsv", ".csv", ".jsonl", ".txt", ".json", ".parquet", ".arrow"))
                                for split, stems in self.split_files.items()}
         return split_path(data, split, files, self.options)
 
@@ -254,7 +306,7 @@ class TextClassificationTask(ClassificationTask):
         text_cols = [opts.text_column] + ([opts.text_pair_column] if opts.text_pair_column else [])
         want_label = split in ("train", "dev")
         columns = text_cols + [opts.label_column]
-        if not want_label and not self._has_label_column(path, fmt):
+        if not want_label and not has_column(path, opts.label_column, fmt):
             columns = text_cols
         examples = []
         for line, record in read_records(path, columns, fmt):
@@ -273,18 +325,12 @@ class TextClassificationTask(ClassificationTask):
                     except (TypeError, ValueError):
                         raise DataError(path, line, f"label {raw!r} is not a number") from None
                 else:
-                    label = str(raw).strip()
+                    label = "" if raw is None else str(raw).strip()  # a JSON/Parquet null is no label
                     if not label:
                         raise DataError(path, line, f"empty label in column {opts.label_column!r}")
             examples.append(TextExample(texts[0], texts[1] if len(texts) > 1 else None, label, line, str(path)))
         self._check_labels(examples, split)
         return examples
-
-    def _has_label_column(self, path: Path, fmt: str) -> bool:
-        if fmt == "jsonl":
-            return True  # read_records checks per line; predictions files without labels use other keys
-        header = next(read_rows(path, fmt), None)
-        return header is not None and self.options.label_column in [v.strip() for v in header.values]
 
     def label_names(self, train_examples: list[TextExample]) -> list[str] | None:
         if self.regression:

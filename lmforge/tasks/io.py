@@ -1,7 +1,8 @@
 """Reading benchmark files as they ship, with every error naming file, line and problem.
 
 GLUE writes TSV without quoting (`csv.QUOTE_NONE`): sentences contain `"` that must stay literal.
-Some files start with a UTF-8 BOM (MRPC), so text is read as `utf-8-sig`.
+Some files start with a UTF-8 BOM (MRPC), so text is read as `utf-8-sig`. Parquet and Arrow files
+(HF `datasets` exports) are read through lmforge.data.columnar; their "line" is the row number.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from lmforge.data.columnar import read_table, table_columns, table_kind
 
 
 class DataError(ValueError):
@@ -29,6 +32,8 @@ class Row:
 
 
 def table_format(path: Path) -> str:
+    if table_kind(path):
+        return table_kind(path)
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         return "jsonl"
@@ -80,9 +85,13 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
 
 
 def read_records(path: str | Path, columns: list[str], fmt: str | None = None) -> Iterator[tuple[int, dict]]:
-    """(line, {column: text}) for a headed TSV/CSV or JSONL file; every named column must exist."""
+    """(line, {column: text}) for a headed TSV/CSV, JSONL, Parquet or Arrow file; every named column
+    must exist."""
     path = Path(path)
     fmt = fmt or table_format(path)
+    if fmt in ("parquet", "arrow"):
+        yield from read_table(path, columns, fmt)
+        return
     if fmt == "jsonl":
         for line, record in read_jsonl(path):
             absent = [c for c in columns if c not in record]
@@ -103,6 +112,18 @@ def read_records(path: str | Path, columns: list[str], fmt: str | None = None) -
         if len(row.values) != len(names):
             raise DataError(path, row.line, f"expected {len(names)} columns, found {len(row.values)}")
         yield row.line, {c: row.values[i] for c, i in index.items()}
+
+
+def has_column(path: str | Path, column: str, fmt: str | None = None) -> bool:
+    """Whether a headed TSV/CSV, Parquet or Arrow file has `column` (JSONL: True, checked per line)."""
+    path = Path(path)
+    fmt = fmt or table_format(path)
+    if fmt == "jsonl":
+        return True
+    if fmt in ("parquet", "arrow"):
+        return column in table_columns(path, fmt)
+    header = next(read_rows(path, fmt), None)
+    return header is not None and column in [v.strip() for v in header.values]
 
 
 def parse_slice(text: str | None) -> slice:

@@ -4,7 +4,8 @@ The tokenizer trainers take an iterator, so the corpus is never held in memory. 
 before training starts (missing, empty, binary) so a bad path fails in a second, not after an hour.
 Invalid UTF-8 is handled as `lmforge prepare` handles it: replaced with U+FFFD and counted, so the
 tokenizer is trained on exactly the text the data will be prepared from. Files are opened by
-`lmforge.data.reader.open_binary` (gzip recognised by its magic bytes, as prepare does).
+`lmforge.data.reader.open_binary` (gzip recognised by its magic bytes, as prepare does); Parquet and
+Arrow files give one text a row from a column, read as prepare reads them (lmforge.data.columnar).
 """
 
 from __future__ import annotations
@@ -12,18 +13,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from lmforge.data.columnar import check_columns, table_kind, table_texts
 from lmforge.data.reader import ReadStats, decode_line, open_binary, read_error
 
 _SNIFF_BYTES = 8192
 
 
-def check_corpus_file(path: str | Path) -> Path:
-    """Fail early, naming the file, if it cannot be a UTF-8 text corpus."""
+def check_corpus_file(path: str | Path, text_column: str = "text") -> Path:
+    """Fail early, naming the file, if it cannot be a UTF-8 text corpus (or a Parquet/Arrow file with
+    a `text_column` of strings)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: corpus file not found")
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a directory, expected a text file")
+    if table_kind(path):
+        check_columns(path, [text_column], text=True)
+        return path
     try:
         with open_binary(path) as handle:
             head = handle.read(_SNIFF_BYTES)
@@ -41,12 +47,16 @@ def check_corpus_file(path: str | Path) -> Path:
 
 
 def iter_lines(files: Iterable[str | Path], *, skip_blank: bool = True,
-               stats: ReadStats | None = None) -> Iterator[str]:
+               stats: ReadStats | None = None, text_column: str = "text") -> Iterator[str]:
     """Lines (without newline) of every file in turn; blank lines skipped by default. Invalid UTF-8
     is replaced with U+FFFD and counted in `stats` (prepare's ReadStats: lines, invalid_utf8_lines,
-    examples); a truncated compressed file is a ValueError."""
+    examples); a truncated compressed file is a ValueError. A Parquet/Arrow file gives the text of
+    each row (the whole document, as prepare encodes it); null and blank rows are skipped and counted."""
     stats = stats if stats is not None else ReadStats()
     for path in map(Path, files):
+        if table_kind(path):
+            yield from table_texts(path, text_column, stats)
+            continue
         with open_binary(path) as raw:
             number = 0
             while True:
@@ -65,10 +75,10 @@ def iter_lines(files: Iterable[str | Path], *, skip_blank: bool = True,
 
 
 def batched_lines(files: Iterable[str | Path], batch_size: int = 1000,
-                  stats: ReadStats | None = None) -> Iterator[list[str]]:
+                  stats: ReadStats | None = None, text_column: str = "text") -> Iterator[list[str]]:
     """Lines grouped in lists: `train_from_iterator` is faster on batches than on single strings."""
     batch: list[str] = []
-    for line in iter_lines(files, stats=stats):
+    for line in iter_lines(files, stats=stats, text_column=text_column):
         batch.append(line)
         if len(batch) == batch_size:
             yield batch

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from tokenizers import processors
 
+from lmforge.choices import TOKENIZER_KINDS
+
 
 @dataclass(frozen=True)
 class FamilyTemplate:
@@ -82,7 +84,7 @@ TEMPLATES: dict[str, FamilyTemplate] = {
     ),
 }
 
-KINDS = ("wordpiece", "bpe", "unigram")
+KINDS = TOKENIZER_KINDS
 
 
 def template(family: str) -> FamilyTemplate:

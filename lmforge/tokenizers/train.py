@@ -82,14 +82,16 @@ def train_tokenizer(
     model_max_length: int | None = None,
     show_progress: bool = False,
     stats: ReadStats | None = None,
+    text_column: str = "text",
 ) -> Tokenizer:
     """Train on the lines of `files` (plain or .gz; streamed). `lowercase=None` takes the family's
     default (uncased BERT/ALBERT, cased GPT-2/RoBERTa); accents are kept unless `strip_accents`.
-    `stats` receives what the reader repaired (invalid UTF-8 lines, replaced and counted)."""
+    `stats` receives what the reader repaired (invalid UTF-8 lines, replaced and counted).
+    Parquet/Arrow files contribute the texts of `text_column`, a row at a time."""
     if kind not in KINDS:
         raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of {KINDS}")
     tmpl = template(family or default_family(kind))
-    files = [check_corpus_file(f) for f in files]
+    files = [check_corpus_file(f, text_column) for f in files]
     if not files:
         raise ValueError("no corpus files given")
     if vocab_size <= len(tmpl.specials):
@@ -110,7 +112,7 @@ def train_tokenizer(
     tokenizer.pre_tokenizer = pipeline.pre_tokenizer(kind)
     tokenizer.decoder = pipeline.decoder(kind)
 
-    tokenizer.train_from_iterator(batched_lines(files, stats=stats), trainer=trainer)
+    tokenizer.train_from_iterator(batched_lines(files, stats=stats, text_column=text_column), trainer=trainer)
 
     for expected, tok in enumerate(tmpl.specials):  # the model config's pad/cls ids rely on this order
         if tokenizer.token_to_id(tok) != expected:
