@@ -24,6 +24,7 @@ from lmforge import gpt_finetuning
 from lmforge.config import is_lmforge_dir
 from lmforge.finetune_data import TASK_FILE, TaskBatches, check_out_dir, read_splits
 from lmforge.finetune_defaults import recipe_for
+from lmforge.finetune_distill import keep_layers, with_teacher
 from lmforge.finetune_selection import Best, selection_note
 from lmforge.models import TaskModel, load_model, save_model
 from lmforge.models.task_model import load_state
@@ -74,6 +75,11 @@ class FinetuneConfig:
     progress: bool = True
     overwrite: bool = False  # replace an earlier fine-tuning run in `out`
     resume: bool = False  # continue the interrupted run in `out` from its last checkpoint
+    student_layers: int | None = None  # keep K of --model's N layers, one in N/K (DistilBERT §3); None: all
+    teacher: str | None = None  # a fine-tuning run of the task whose soft labels the student learns too
+    distill_temperature: float = 2.0  # task distillation (task_distill.py): DistilBERT §4.2's T, α_ce, α_task
+    distill_alpha_ce: float = 0.5
+    distill_alpha_task: float = 0.5
     options: TaskOptions = field(default_factory=TaskOptions)
 
     def to_dict(self) -> dict[str, Any]:
@@ -246,7 +252,7 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, device: torch.device,
     labels = task.label_names(train_examples)
     model_dir = Path(cfg.model)
     tokenizer = load_task_tokenizer(model_dir)
-    model = load_backbone_with_head(model_dir, task.head_spec(labels)).to(device)
+    model = keep_layers(load_backbone_with_head(model_dir, task.head_spec(labels)), cfg.student_layers).to(device)
     model, tokenizer, task = gpt_finetuning.adapt(model, tokenizer, task, HEAD)  # decoders: GPT-1 §3.3
     if max_length > model.config.max_position_embeddings - model.config.position_offset:
         raise ValueError(f"--max-length {max_length} exceeds the model's positions")
@@ -261,13 +267,14 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, device: torch.device,
     eval_every = eval_interval(cfg, steps_per_epoch)
     precision = resolve_precision(device, "auto" if cfg.bf16 is None else "bf16" if cfg.bf16 else "fp32")
 
-    models = {"": model}
+    module = with_teacher(model, HEAD, task.name, tokenizer, cfg, max_length)  # the model, or it and a teacher
+    models = {"": model}  # what checkpoints hold: never the teacher (re-read from cfg.teacher on resume)
     checkpoints = loop.Checkpoints(out / CHECKPOINTS, models, info, keep_last=1,
                                    config_text=json.dumps({**cfg.to_dict(), "resume": False}, sort_keys=True))
     heads = output_heads(models)
-    training = loop.prepare(model, checkpoints, device, resume=cfg.resume,
+    training = loop.prepare(module, checkpoints, device, resume=cfg.resume,
                             wrap=lambda m: distributed.wrap(m, info, device, "ddp", find_unused=True),
-                            make_optimizer=lambda m: build_optimizer(m, cfg.lr, cfg.weight_decay))
+                            make_optimizer=lambda m: build_optimizer(model, cfg.lr, cfg.weight_decay))
     best = Best.restore(training.extra, training.resumed_from)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,8 @@ The soft losses are chosen by the head's kind from `SOFT_LOSSES`, so a new task 
 `TaskDistillation(student, teacher)` is the module a fine-tuning loop calls instead of the student
 (`module(**batch).loss`, its optimizer over the student's parameters); the student stays the model
 that is evaluated and saved. That substitution is all `lmforge finetune --teacher RUN_DIR` needs:
-the student built as today, the teacher loaded from the fine-tuned run, the step on this module.
+the student built as today, the teacher loaded from the fine-tuned run, the step on this module
+(finetune_distill.py).
 """
 
 from __future__ import annotations
@@ -82,11 +83,14 @@ SOFT_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
-def task_head(model: TaskModel, who: str) -> tuple[str, Head]:
-    """The model's one task head, of a kind that can be distilled."""
-    if len(model.heads) != 1:
+def task_head(model: TaskModel, who: str, name: str | None = None) -> tuple[str, Head]:
+    """The model's task head (`name`, else its one head), of a kind that can be distilled."""
+    if name is None and len(model.heads) != 1:
         raise ValueError(f"task distillation: the {who} must have one task head, has {list(model.heads)}")
-    name, head = next(iter(model.heads.items()))
+    name = name or next(iter(model.heads))
+    if name not in model.heads:
+        raise ValueError(f"task distillation: the {who} has no {name!r} head (heads: {list(model.heads)})")
+    head = model.heads[name]
     if head.kind not in SOFT_LOSSES:
         raise ValueError(f"task distillation: no soft-target loss for a {head.kind!r} head "
                          f"(known: {', '.join(SOFT_LOSSES)})")
@@ -94,12 +98,15 @@ def task_head(model: TaskModel, who: str) -> tuple[str, Head]:
 
 
 class TaskDistillation(Distillation):
-    """A fine-tuned teacher (frozen, eval mode) and the student being fine-tuned on the same batch."""
+    """A fine-tuned teacher (frozen, eval mode) and the student being fine-tuned on the same batch.
+
+    The distilled head is the teacher's one head; the student may have more (GPT-1's auxiliary LM,
+    §3.2), whose losses stay in its own, gold-label term."""
 
     def __init__(self, student: TaskModel, teacher: TaskModel, settings: TaskDistillSettings) -> None:
         super().__init__(student, teacher)
-        self.name, head = task_head(student, "student")
-        _, teacher_head = task_head(teacher, "teacher")
+        self.name, teacher_head = task_head(teacher, "teacher")
+        _, head = task_head(student, "student", self.name)
         if head.spec() | {"loss_weight": 0} != teacher_head.spec() | {"loss_weight": 0}:
             raise ValueError(f"task distillation: the student's head {head.spec()} is not the teacher's "
                              f"{teacher_head.spec()} (same task, same labels)")
@@ -109,7 +116,7 @@ class TaskDistillation(Distillation):
     def forward(self, **batch: Any) -> ModelOutput:
         out = self.student(**batch)
         with torch.no_grad():
-            teacher = self.teacher(**batch).heads[self.name]
+            teacher = self.teacher(**batch, heads=(self.name,)).heads[self.name]
         own = out.heads[self.name]
         soft = self.soft_loss(own.logits, teacher.logits, own.labels, self.settings.temperature)
         loss = self.settings.alpha_ce * soft

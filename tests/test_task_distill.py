@@ -95,3 +95,22 @@ def test_heads_that_cannot_be_compared_are_refused():
         pair({"kind": "mlm"})
     with pytest.raises(ValueError, match="temperature"):
         TaskDistillSettings(temperature=0.0)
+
+
+def test_a_student_with_an_auxiliary_head_keeps_its_loss_in_the_gold_term():
+    """GPT-1 fine-tuning adds an auxiliary head to the student (§3.2); the teacher's one head is distilled."""
+    torch.manual_seed(0)
+    head = {"kind": "classification", "num_labels": 3}
+    aux = {"kind": "classification", "num_labels": 2, "label_key": "aux_labels", "loss_weight": 0.5}
+    teacher = TaskModel(ModelConfig.from_name("bert-tiny", num_layers=2, **TINY), {"task": head})
+    student = TaskModel(ModelConfig.from_name("bert-tiny", num_layers=1, **TINY), {"task": head, "aux": aux})
+    module = TaskDistillation(student, teacher, TaskDistillSettings())
+    batch = {**inputs(), "labels": torch.tensor([0, 2, 1, 1]), "aux_labels": torch.tensor([1, 0, 0, 1])}
+    loss = module(**batch).loss
+    out = module.student(**batch)
+    t = module.teacher(**batch).heads["task"].logits
+    s, a = out.heads["task"].logits, out.heads["aux"].logits
+    own = F.cross_entropy(s, batch["labels"]) + 0.5 * F.cross_entropy(a, batch["aux_labels"])
+    torch.testing.assert_close(loss, 0.5 * kl(s, t) + 0.5 * own)
+    with pytest.raises(ValueError, match="the student has no 'task' head"):
+        TaskDistillation(TaskModel(student.config, {"other": head}), teacher, TaskDistillSettings())

@@ -69,6 +69,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", default=None,
                    help="continue the interrupted run in --out from its last checkpoint (same arguments)")
     p.add_argument("--no-progress", action="store_false", default=None, help="no progress bars")
+    distill = p.add_argument_group(
+        "task-specific distillation", "the student (--model, optionally cut to --student-layers) also learns the "
+        "soft labels of a fine-tuned teacher: loss = alpha-ce x T² KL(teacher/T || student/T) + alpha-task x its "
+        "own loss (Hinton et al. 2015 §2; DistilBERT §4.2)")
+    distill.add_argument("--teacher", metavar="RUN_DIR",
+                         help="a finished fine-tuning run of the same task and labels (same tokenizer); "
+                              "read, frozen, never saved")
+    distill.add_argument("--distill-temperature", type=bounded(float, above=0), metavar="T", help="T (default: 2.0)")
+    distill.add_argument("--distill-alpha-ce", type=bounded(float, least=0), metavar="W",
+                         help="weight of the teacher's soft targets (default: 0.5)")
+    distill.add_argument("--distill-alpha-task", type=bounded(float, least=0), metavar="W",
+                         help="weight of the gold labels (default: 0.5)")
+    distill.add_argument("--student-layers", type=bounded(int, least=1), metavar="K",
+                         help="keep K of --model's N layers, one in N/K from the bottom (DistilBERT §3); "
+                              "K divides N (default: all), with or without --teacher")
     p.set_defaults(func=run)
 
 
