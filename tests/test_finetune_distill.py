@@ -196,3 +196,15 @@ def test_a_resumed_distillation_run_ends_exactly_where_an_uninterrupted_one_does
     a = [{k: v for k, v in r.items() if k not in drop} for r in train_records(tmp_path / "whole")]
     b = [{k: v for k, v in r.items() if k not in drop} for r in train_records(cut)]
     assert a == b
+
+
+def test_distillation_settings_go_through_the_config_system(tmp_path, capsys):
+    import yaml
+
+    recipe = tmp_path / "run.yaml"
+    recipe.write_text("task: sst2\nmodel: base\ndata: glue\nout: run\nteacher: runs/sst2\ndistill_alpha_ce: 0.8\n")
+    assert cli.main(["finetune", "--config", str(recipe), "distill_alpha_task=0.2", "--distill-temperature", "4",
+                     "--student-layers", "3", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["teacher"] == "runs/sst2" and printed["student_layers"] == 3
+    assert (printed["distill_temperature"], printed["distill_alpha_ce"], printed["distill_alpha_task"]) == (4, 0.8, 0.2)
