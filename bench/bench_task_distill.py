@@ -45,9 +45,13 @@ def default_model() -> str | None:
 
 def train(args: argparse.Namespace, name: str, **changes) -> dict:
     """One `lmforge finetune` run into WORK/name; its summary and wall time (a finished one is read)."""
-    done = args.work / name / "summary.json"
-    if done.is_file() and (args.work / name / TASK_FILE).is_file() and not args.retrain:
-        return {**json.loads(done.read_text()), "reused": str(done.parent)}
+    wanted = {"model": args.model, "data": str(args.data), "limit": args.limit, "eval_limit": args.eval_limit,
+              "seed": args.seed, **changes}
+    done, given = args.work / name / "summary.json", args.work / name / "args.json"
+    if done.is_file() and given.is_file() and (args.work / name / TASK_FILE).is_file() and not args.retrain:
+        saved = json.loads(given.read_text())
+        if all(saved.get(k) == v for k, v in wanted.items()):  # the same run: read, not redone
+            return {**json.loads(done.read_text()), "reused": str(done.parent)}
     cfg = FinetuneConfig(task="sst2", model=args.model, data=str(args.data), out=str(args.work / name),
                          limit=args.limit, eval_limit=args.eval_limit, device=args.device, seed=args.seed,
                          overwrite=True, progress=not args.no_progress, **changes)
