@@ -24,6 +24,7 @@ from lmforge.nn.embeddings import Embeddings
 from lmforge.nn.init import init_weights
 from lmforge.nn.masks import NO_MASK, AttnMask, cross_attention_mask, self_attention_mask
 from lmforge.nn.norms import build_norm
+from lmforge.nn.relative_position import RelativePositionBias
 
 
 @dataclass
@@ -62,6 +63,12 @@ class Backbone(nn.Module):
         pre = config.norm_position == "pre"
         self.norm_f = build_norm(spec.norm, config.hidden_size, config.layer_norm_eps, spec.bias) if pre else None
         self.pooler = Pooler(config.hidden_size) if config.pooler else None
+        # T5 §2.1: one relative-position table per stack, shared by its layers (bidirectional in an
+        # encoder, looking back only in a causal decoder); added to every self-attention's scores
+        self.relative_bias = (RelativePositionBias(config.relative_attention_buckets,
+                                                   config.relative_attention_max_distance, config.num_heads,
+                                                   bidirectional=not config.causal)
+                              if config.relative_attention_buckets else None)
         if init:
             init_weights(self, config)
 
@@ -108,6 +115,8 @@ class Backbone(nn.Module):
         if past + seq > self.max_length():
             raise ValueError(f"sequence length {past + seq} exceeds the model's {self.max_length()} positions")
         mask = self_attention_mask(attention_mask, self.config.causal, seq, past + seq, input_ids.device)
+        if self.relative_bias is not None:
+            mask = mask.with_bias(self.relative_bias(seq, past + seq, input_ids.device)).folded()
         x = self.embeddings(input_ids, token_type_ids, position_ids, past)
         new_mask = attention_mask[:, past:] if attention_mask is not None else None
         out = self.run_layers(x, mask, memory=memory, memory_mask=cross_attention_mask(memory_mask), cache=cache,
