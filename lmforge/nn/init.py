@@ -22,7 +22,7 @@ from lmforge.nn.relative_position import RelativePositionBias
 
 
 def init_weights(model: nn.Module, config: ModelConfig) -> None:
-    if config.initializer == "fan_in":
+    if getattr(config, "initializer", "normal") == "fan_in":  # other config classes (ELMo) have no such field
         fan_in_init(model, config.initializer_range, config.hidden_size)
         return
     std = config.initializer_range

@@ -230,7 +230,8 @@ def train(config: PretrainConfig, module: nn.Module, models: dict[str, TaskModel
     wrapped = wrap(module, info, device, config.system.distributed,
                    find_unused=find_unused_parameters(config, models))
     # after wrapping: FSDP replaces the parameters with its shards
-    optimizer = build_optimizer(module, opt_cfg.lr, opt_cfg.weight_decay, (opt_cfg.beta1, opt_cfg.beta2), opt_cfg.eps)
+    optimizer = build_optimizer(module, opt_cfg.lr, opt_cfg.weight_decay, (opt_cfg.beta1, opt_cfg.beta2), opt_cfg.eps,
+                                scale_by_rms=opt_cfg.scale_by_rms)
     if resumed_from is not None:
         ckpt.load_optimizer_state(module, optimizer, saved["optimizer"])
     forward = torch.compile(wrapped) if config.system.compile else wrapped
