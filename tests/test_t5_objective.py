@@ -144,6 +144,29 @@ def test_tokenizer_template_ends_texts_with_eos_and_counts_sentinels_down(tok_di
     assert hf("the cat sat <extra_id_3> .").input_ids == ids
 
 
+def test_a_sentencepiece_t5_folder_loads_with_the_same_ids(corpus, tmp_path):
+    """spiece.model (+ tokenizer_config's extra_ids): the ids SentencePiece gives, </s> appended, and the
+    sentinels after the pieces, <extra_id_0> last."""
+    spm = pytest.importorskip("sentencepiece")
+    from lmforge.tokenizers import load_tokenizer
+
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "spiece"), vocab_size=60,
+                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                                   hard_vocab_limit=False, minloglevel=2)
+    (tmp_path / "spiece.vocab").unlink()
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "T5Tokenizer", "extra_ids": 100}))
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "spiece.model"))
+    tok = load_tokenizer(tmp_path)
+    for text in ("the cat sat", "  The  DOG\tran fast . ", "Ｆｕｌｌ width ½ café", "zebra Ω"):
+        assert tok.encode(text).ids == sp.encode(text) + [1], text
+    size = sp.get_piece_size() + 100
+    assert tok.get_vocab_size() == size and tok.token_to_id("<extra_id_0>") == size - 1
+    assert tok.encode("the <extra_id_2> cat").ids == sp.encode("the") + [size - 3] + sp.encode("cat") + [1]
+    (tmp_path / "tokenizer_config.json").unlink()  # an ALBERT-style folder is not read as T5
+    with pytest.raises(FileNotFoundError, match="SentencePiece"):
+        load_tokenizer(tmp_path)
+
+
 # ----------------------------------------------------------------------------------- pre-training
 @pytest.fixture(scope="module")
 def prepared(corpus, tok_dir, tmp_path_factory) -> Path:
