@@ -3,6 +3,8 @@ read back and scored with the task's metric, and `lmforge finetune` end to end o
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from conftest import data_path
@@ -102,3 +104,20 @@ def test_load_keeps_the_pretrained_lm_head(tiny_t5):
     loaded = load_model(directory, "task")
     assert list(loaded.heads) == ["task"]
     assert torch.equal(loaded.heads["task"].decoder.weight, model.heads["lm"].decoder.weight)  # untied v1.1 head
+
+
+def test_finetune_sst2_text_to_text_end_to_end(tiny_t5, tmp_path):
+    from lmforge.finetune import FinetuneConfig, finetune
+
+    directory, _ = tiny_t5
+    cfg = FinetuneConfig(task="sst2", model=str(directory), data=str(data_path("glue", "SST-2")),
+                         out=str(tmp_path / "run"), limit=64, eval_limit=24, epochs=2, batch_size=16, lr=1e-3,
+                         eval_every=0, progress=False, eval_batch_size=8)
+    summary = finetune(cfg)
+    assert summary["task_type"] == "text_to_text" and summary["main_metric"] == "accuracy"
+    assert 0.0 <= summary["final"]["accuracy"] <= 100.0 and summary["dev_examples"] == 24
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = [r["loss"] for r in records if r["kind"] == "train"]
+    assert len(train) == 8 and train[-1] < train[0]
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["heads"]["task"]["kind"] == "seq2seq_lm"
