@@ -66,6 +66,7 @@ class ModelConfig:
     ffn_dropout: float = 0.0  # dropout on the FFN's inner activation (T5 applies its dropout rate there)
     attention_scale: float | None = None  # None -> 1/sqrt(head size); T5: 1.0 (folded into the query init)
     output_scale: bool = False  # decoder output * d_model^-0.5 before the tied projection (T5 v1.0, Mesh TF)
+    final_dropout: bool = False  # dropout after each stack's final norm (T5's reference code and HF's T5Stack)
     pooler: bool = True  # dense+tanh over the first token (BERT §3, used by NSP/SOP/classification)
     activation: Activation = "gelu"
     layer_norm_eps: float = 1e-12
@@ -309,6 +310,7 @@ _T5 = dict(
     dropout=0.1,
     attention_dropout=0.1,
     ffn_dropout=0.1,
+    final_dropout=True,
     initializer="fan_in",
     initializer_range=1.0,  # T5's initializer_factor
 )

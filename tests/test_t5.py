@@ -53,6 +53,8 @@ def test_no_biases_no_position_table_one_relative_table_per_stack():
     assert tables == ["backbone.encoder.relative_bias.weight", "backbone.decoder.relative_bias.weight"]
     assert model.backbone.encoder.relative_bias.bidirectional and not model.backbone.decoder.relative_bias.bidirectional
     assert model.backbone.decoder.layers[0].cross_attn is not None
+    # dropout after each stack's final norm, as T5's reference code (and HF's T5Stack) applies it
+    assert model.backbone.encoder.drop_f is not None and model.backbone.decoder.drop_f is not None
 
 
 # ----------------------------------------------------------------------------------- relative position bias

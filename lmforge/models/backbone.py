@@ -20,6 +20,7 @@ from torch import nn
 from lmforge.config import ModelConfig
 from lmforge.nn.block import Block
 from lmforge.nn.cache import KVCache
+from lmforge.nn.dropout import Dropout
 from lmforge.nn.embeddings import Embeddings
 from lmforge.nn.init import init_weights
 from lmforge.nn.masks import NO_MASK, AttnMask, cross_attention_mask, self_attention_mask
@@ -62,6 +63,7 @@ class Backbone(nn.Module):
         self.layers = nn.ModuleList(Block(spec, cross_attention) for _ in range(config.num_blocks))
         pre = config.norm_position == "pre"
         self.norm_f = build_norm(spec.norm, config.hidden_size, config.layer_norm_eps, spec.bias) if pre else None
+        self.drop_f = Dropout(config.dropout) if config.final_dropout else None  # T5: after the final norm
         self.pooler = Pooler(config.hidden_size) if config.pooler else None
         # T5 §2.1: one relative-position table per stack, shared by its layers (bidirectional in an
         # encoder, looking back only in a causal decoder); added to every self-attention's scores
@@ -142,6 +144,8 @@ class Backbone(nn.Module):
             x = self.norm_f(x)
             if states is not None:
                 states[-1] = x  # the last state is the normalised output, as GPT-2 reports it
+        if self.drop_f is not None:
+            x = self.drop_f(x)
         pooled = self.pooler(x) if self.pooler is not None else None
         return BackboneOutput(
             last_hidden_state=x,

@@ -123,7 +123,8 @@ def to_hf(c: ModelConfig) -> dict[str, Any]:
 
 
 def check_exportable(c: ModelConfig) -> None:
-    require(c, norm_position="pre", norm="rms", bias=False, embedding_norm=False, absolute_positions=False,
+    require(c, norm_position="pre", norm="rms", bias=False, final_dropout=True, embedding_norm=False,
+            absolute_positions=False,
             scale_embeddings=False, causal=False, pooler=False, type_vocab_size=0, embedding_size=c.hidden_size,
             num_blocks=c.num_layers, attention_scale=1.0)
     if not c.relative_attention_buckets:
