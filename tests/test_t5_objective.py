@@ -255,3 +255,15 @@ def test_adamw_scale_moves_each_tensor_by_a_fraction_of_its_rms():
     AdamWScale(params, lr=0.01, eps=1e-12).step()
     for p, b, rms in zip(params, before, (0.1, 10.0, 1e-3)):
         torch.testing.assert_close(b - p.detach(), 0.01 * rms * grad.sign(), rtol=1e-4, atol=1e-9)
+
+
+def test_the_t5_recipe():
+    from lmforge.objectives.registry import make_objective
+    from lmforge.train.config import load_config
+
+    config = load_config("t5")
+    objective = make_objective(config.objective)
+    assert objective.kind == "span_corruption" and objective.raw_length == 568  # 512 inputs
+    assert config.model.preset == "t5-v1_1-small" and config.model.overrides["dropout"] == 0.0
+    assert config.optim.scale_by_rms and config.optim.lr == 2e-2
+    assert config.optim.batch_size * config.optim.grad_accum == 128
