@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lmforge import gpt_finetuning
+from lmforge import gpt_finetuning, text_to_text
 from lmforge.config import is_lmforge_dir
 from lmforge.finetune_data import TASK_FILE, TaskBatches, check_out_dir, read_splits
 from lmforge.finetune_defaults import recipe_for
@@ -184,6 +184,8 @@ def evaluate_examples(model: TaskModel, task: Task, examples: list[Any], tokeniz
                       batch_size: int, device: torch.device, bf16: bool | None = None, progress: bool = False
                       ) -> tuple[list[Any], dict[str, float]]:
     """Predictions and metrics (percent) for labelled examples."""
+    if isinstance(task, text_to_text.TextToTextTask):  # generates, then scores the text
+        return task.evaluate(model, examples, tokenizer, max_length, batch_size, device, _autocast(device, bf16))
     labels = label_names_of(model)
     encoded = task.encode(examples, tokenizer, max_length, labels, train=False)
     logits = predict_logits(model, task, encoded, pad_id(tokenizer), batch_size, device, bf16, progress, "dev")
@@ -230,7 +232,8 @@ def finetune(cfg: FinetuneConfig, callbacks: tuple[StepCallback, ...] = ()) -> d
 def _finetune(cfg: FinetuneConfig, info: DistInfo, device: torch.device,
               callbacks: tuple[StepCallback, ...]) -> dict[str, Any]:
     set_seed(cfg.seed)
-    task = get_task(cfg.task, cfg.options)
+    seq2seq = text_to_text.is_encoder_decoder(cfg.model)  # T5: every task as text to text
+    task = text_to_text.get_text_task(cfg.task, cfg.options) if seq2seq else get_task(cfg.task, cfg.options)
     cfg = apply_recipe(cfg, task)
     max_length = cfg.max_length or default_max_length(cfg.task)
     out = Path(cfg.out)
@@ -246,7 +249,8 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, device: torch.device,
     labels = task.label_names(train_examples)
     model_dir = Path(cfg.model)
     tokenizer = load_task_tokenizer(model_dir)
-    model = load_backbone_with_head(model_dir, task.head_spec(labels)).to(device)
+    model = (text_to_text.load_model(model_dir, HEAD) if seq2seq
+             else load_backbone_with_head(model_dir, task.head_spec(labels))).to(device)
     model, tokenizer, task = gpt_finetuning.adapt(model, tokenizer, task, HEAD)  # decoders: GPT-1 §3.3
     if max_length > model.config.max_position_embeddings - model.config.position_offset:
         raise ValueError(f"--max-length {max_length} exceeds the model's positions")

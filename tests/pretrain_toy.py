@@ -105,7 +105,8 @@ class ToyPretrainingData(torch.utils.data.Dataset):
 
 def tiny_overrides(kind: str, run_dir: str, **extra: str) -> list[str]:
     """Dotted overrides for a CPU-second-sized run on ToyPretrainingData."""
-    preset = "gpt2-mini" if kind == "clm" else ("electra-small-discriminator" if kind == "electra" else "bert-tiny")
+    preset = {"clm": "gpt2-mini", "electra": "electra-small-discriminator", "span_corruption": "t5-mini"}.get(
+        kind, "bert-tiny")
     items = {
         "run_dir": run_dir, "model.preset": preset, "objective.kind": kind, "objective.max_seq_len": "16",
         "model.overrides.hidden_size": "32", "model.overrides.num_heads": "2", "model.overrides.num_layers": "2",

@@ -29,6 +29,7 @@ METRICS = {
     "clm": {"lm_loss", "lm_accuracy", "perplexity"},
     "distill": {"mlm_loss", "mlm_accuracy", "mlm_perplexity"},
     "tinybert": {"mlm_loss", "mlm_accuracy", "mlm_perplexity"},
+    "span_corruption": {"lm_loss", "lm_accuracy", "lm_perplexity"},
 }
 
 
@@ -40,6 +41,20 @@ def prepared(tmp_path_factory):
     _train_tokenizer("wordpiece", docs).save(str(root / "tok" / "tokenizer.json"))
     corpus = root / "corpus.txt"
     corpus.write_text("\n\n".join("\n".join(d) for d in docs) + "\n")
+    prepare(PrepareConfig(tokenizer=str(root / "tok"), inputs=[str(corpus)], out=str(root / "out"), progress=False))
+    return root / "out"
+
+
+@pytest.fixture(scope="module")
+def prepared_t5(tmp_path_factory):
+    """The same documents with a T5 tokenizer (its </s> and the sentinels span corruption needs)."""
+    from lmforge.tokenizers import train_tokenizer
+
+    root = tmp_path_factory.mktemp("registry_t5")
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n\n".join("\n".join(d) for d in _corpus(n_docs=12)) + "\n")
+    (root / "tok").mkdir()
+    train_tokenizer("unigram", [corpus], 300, family="t5", min_frequency=1).save(str(root / "tok" / "tokenizer.json"))
     prepare(PrepareConfig(tokenizer=str(root / "tok"), inputs=[str(corpus)], out=str(root / "out"), progress=False))
     return root / "out"
 
@@ -110,7 +125,9 @@ def teacher(prepared, tmp_path_factory):
 
 
 @pytest.mark.parametrize("kind", sorted(OBJECTIVES))
-def test_each_registered_objective_builds_a_model_and_a_batch(kind, prepared, teacher, tmp_path):
+def test_each_registered_objective_builds_a_model_and_a_batch(kind, prepared, prepared_t5, teacher, tmp_path):
+    if kind == "span_corruption":
+        prepared = prepared_t5
     config = _config(kind, prepared, tmp_path, teacher if getattr(OBJECTIVES[kind], "needs_teacher", False) else None)
     data = PretrainingDataset(prepared, config.objective, seed=1)
     assert len(data) > 4

@@ -33,6 +33,11 @@ class EncoderDecoder(nn.Module):
             init_weights(self, config)
 
     # ------------------------------------------------------------------ protocol
+    @property
+    def embeddings(self) -> nn.Module:
+        """The encoder's embeddings (their token table is the decoder's too), where a single stack has its."""
+        return self.encoder.embeddings
+
     def input_embeddings(self) -> nn.Embedding:
         return self.encoder.embeddings.tok
 

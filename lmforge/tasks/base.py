@@ -43,6 +43,9 @@ class TaskOptions:
     version_2: bool | None = None  # None -> detected from the data (any `is_impossible`)
     train_articles: str | None = None  # slice of articles, e.g. "0:40"
     eval_articles: str | None = None  # e.g. "-8:"
+    # text to text (T5, lmforge.text_to_text): the generic task's input and output columns
+    source_column: str | None = None
+    target_column: str | None = None
     # files: explicit paths override the task's split file names
     train_file: str | None = None
     dev_file: str | None = None

@@ -30,6 +30,13 @@ class FamilyTemplate:
     model_max_length: int = 512
     mask_lstrip: bool = False  # RoBERTa/ALBERT: the mask token absorbs the space before it (their HF files)
     model_input_names: tuple[str, ...] = ("input_ids", "token_type_ids", "attention_mask")
+    # T5 (Raffel et al. §3.1.4): sentinels <extra_id_0..N-1> appended after training, <extra_id_0> the last
+    # id of the vocabulary and the others counting down from it (span corruption's noise-span markers)
+    sentinels: int = 0
+
+    def sentinel_tokens(self) -> list[str]:
+        """In the order they are added: <extra_id_{N-1}> first, so <extra_id_0> gets the last id."""
+        return [f"<extra_id_{i}>" for i in reversed(range(self.sentinels))]
 
     def post_processor(self, token_to_id) -> processors.PostProcessor | None:
         """Segment wrapping. BERT §3 / ALBERT: [CLS] A [SEP] B [SEP] with segment ids 0/1.
@@ -49,6 +56,10 @@ class FamilyTemplate:
             )
         if self.name == "gpt2":
             return processors.ByteLevel(trim_offsets=False)
+        if self.name == "t5":  # T5: every text ends with </s>, no start token, no segment ids
+            eos = self.eos
+            return processors.TemplateProcessing(single=f"$A:0 {eos}:0", pair=f"$A:0 {eos}:0 $B:0 {eos}:0",
+                                                 special_tokens=[(eos, token_to_id(eos))])
         raise ValueError(f"no post-processing defined for family {self.name!r}")
 
 
@@ -81,6 +92,12 @@ TEMPLATES: dict[str, FamilyTemplate] = {
         name="albert", specials=("<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"), pad="<pad>", unk="<unk>",
         cls="[CLS]", sep="[SEP]", mask="[MASK]", default_kind="unigram", default_lowercase=True,
         mask_lstrip=True,
+    ),
+    # T5 (Raffel et al. §2.2): a SentencePiece (Unigram) vocabulary with <pad> 0, </s> 1, <unk> 2, cased,
+    # and 100 sentinels at the end
+    "t5": FamilyTemplate(
+        name="t5", specials=("<pad>", "</s>", "<unk>"), pad="<pad>", unk="<unk>", eos="</s>",
+        default_kind="unigram", model_input_names=("input_ids", "attention_mask"), sentinels=100,
     ),
 }
 
