@@ -28,6 +28,7 @@ class FamilyTemplate:
     model_max_length: int = 512
     mask_lstrip: bool = False  # RoBERTa/ALBERT: the mask token absorbs the space before it (their HF files)
     model_input_names: tuple[str, ...] = ("input_ids", "token_type_ids", "attention_mask")
+    padding_side: str = "right"  # XLNet pads on the left: its <cls> is the last token
 
     def post_processor(self, token_to_id) -> processors.PostProcessor | None:
         """Segment wrapping. BERT §3 / ALBERT: [CLS] A [SEP] B [SEP] with segment ids 0/1.
@@ -47,6 +48,12 @@ class FamilyTemplate:
             )
         if self.name == "gpt2":
             return processors.ByteLevel(trim_offsets=False)
+        if self.name == "xlnet":  # Yang et al. 2019 §2.5: A <sep> B <sep> <cls>, <cls> in segment 2
+            cls, sep = self.cls, self.sep
+            return processors.TemplateProcessing(
+                single=f"$A:0 {sep}:0 {cls}:2", pair=f"$A:0 {sep}:0 $B:1 {sep}:1 {cls}:2",
+                special_tokens=[(cls, token_to_id(cls)), (sep, token_to_id(sep))],
+            )
         raise ValueError(f"no post-processing defined for family {self.name!r}")
 
 
@@ -79,6 +86,12 @@ TEMPLATES: dict[str, FamilyTemplate] = {
         name="albert", specials=("<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"), pad="<pad>", unk="<unk>",
         cls="[CLS]", sep="[SEP]", mask="[MASK]", default_kind="unigram", default_lowercase=True,
         mask_lstrip=True,
+    ),
+    # XLNet (Yang et al. 2019): the released SentencePiece vocabulary's specials in its id order
+    "xlnet": FamilyTemplate(
+        name="xlnet", specials=("<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>", "<eod>", "<eop>"),
+        pad="<pad>", unk="<unk>", cls="<cls>", sep="<sep>", mask="<mask>", bos="<s>", eos="</s>",
+        default_kind="unigram", mask_lstrip=True, padding_side="left",
     ),
 }
 
