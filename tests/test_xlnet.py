@@ -28,7 +28,7 @@ def test_presets_and_config_round_trip(tmp_path):
     loaded = load_model(tmp_path)
     for key, tensor in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], tensor), key
-    assert loaded.heads["plm"].decoder.weight is loaded.backbone.word_embedding.weight  # tied
+    assert loaded.heads["plm"].decoder.weight is loaded.backbone.embeddings.tok.weight  # tied
 
 
 @pytest.mark.parametrize("bad,message", [(dict(hidden_size=15), "divisible"), (dict(mem_len=-1), "mem_len"),
@@ -83,5 +83,9 @@ def test_bad_inputs_are_named():
         model(ids, perm_mask=torch.zeros(2, 4, 3))
     with pytest.raises(ValueError, match="target_mapping"):
         model(ids, target_mapping=torch.zeros(2, 1, 5))
+    with pytest.raises(ValueError, match="one-hot"):
+        model(ids, target_mapping=torch.full((2, 1, 4), 0.25))
+    with pytest.raises(ValueError, match="at most once"):
+        model(ids, target_mapping=torch.eye(4)[[1, 1]].expand(2, 2, 4))
     with pytest.raises(ValueError, match="mems has 1 entries"):
         model(ids, mems=[torch.zeros(2, 3, 16)])

@@ -91,12 +91,13 @@ def make_batch(suffix: str, seed: int = 7) -> tuple[dict, dict, dict]:
 
 def two_stream_inputs(inputs: dict, seed: int = 11) -> tuple[dict, torch.Tensor]:
     """A random perm_mask (some rows see nothing: the reference's uniform fallback is exercised) and
-    a target mapping of M one-hot rows on real positions; labels (B, M)."""
+    a target mapping of M one-hot rows on real positions, the last row of the last example all zero
+    (padding); labels (B, M)."""
     g = torch.Generator().manual_seed(seed)
     perm = (torch.rand(B, T, T, generator=g) < 0.5).float()
     mapping = torch.zeros(B, M, T)
     for b, length in enumerate(LENGTHS):
-        positions = T - length + torch.randperm(length, generator=g)[:M]
+        positions = T - length + torch.randperm(length, generator=g)[:M - (b == B - 1)]
         mapping[b, torch.arange(len(positions)), positions] = 1.0
     labels = (mapping * inputs["input_ids"][:, None].float()).sum(-1).long()
     labels[mapping.sum(-1) == 0] = IGNORE

@@ -186,6 +186,7 @@ def test_loss_equals_hf(tmp_path):
     batch = PermutationLM(64).collate([example(40, seed=5), example(25, seed=6), example(33, seed=7)], SPECIAL)
     hf_batch = {k: v for k, v in batch.items() if k != "plm_labels"}
     hf_batch["perm_mask"] = batch["perm_mask"].float()
+    hf_batch["target_mapping"] = batch["target_mapping"].float()
     with torch.no_grad():
         hf_loss = hf(**hf_batch, labels=batch["plm_labels"]).loss
         our_loss = ours(**batch).loss

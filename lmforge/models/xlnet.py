@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from lmforge.models.backbone import BackboneOutput
-from lmforge.models.xlnet_attention import RelativeAttention, relative_positions
+from lmforge.models.xlnet_attention import QueryRows, RelativeAttention, relative_positions
 from lmforge.nn.dropout import Dropout
 from lmforge.nn.feedforward import FeedForward
 from lmforge.xlnet_config import XLNetConfig
@@ -35,6 +35,25 @@ class XLNetOutput(BackboneOutput):
     query: torch.Tensor | None = None  # (B, M, H) final query stream, with target_mapping
     query_hidden_states: tuple[torch.Tensor, ...] | None = None  # query-stream input of each layer + output
     mems: tuple[torch.Tensor, ...] | None = None  # per layer (B, mem_len, H), with config.mem_len > 0
+
+
+def query_rows(target_mapping: torch.Tensor, mask_g: torch.Tensor | None,
+               segments: torch.Tensor | None) -> QueryRows:
+    """The predicted positions of a (B, M, T) target mapping, whose rows must be one-hot (or all zero:
+    padding) with each position predicted at most once, as the reference builds it."""
+    binary = bool(((target_mapping == 0) | (target_mapping == 1)).all())
+    if not (binary and bool((target_mapping.sum(-1) <= 1).all()) and bool((target_mapping.sum(1) <= 1).all())):
+        raise ValueError("target_mapping rows must be one-hot (or all zero for padding), each position "
+                         "predicted at most once")
+    positions = target_mapping.argmax(-1)  # (B, M); a zero row reads position 0, then is zeroed
+    valid = target_mapping.sum(-1)  # (B, M) 1 = a real prediction
+
+    def rows(x: torch.Tensor | None) -> torch.Tensor | None:
+        if x is None or x.shape[1] == 1:  # None, or a padding-only mask that is the same for every row
+            return x
+        return x.gather(1, positions[:, :, None].expand(-1, -1, x.shape[-1]))  # (B, M, K)
+
+    return QueryRows(positions, valid, rows(mask_g), rows(segments))
 
 
 class XLNetLayer(nn.Module):
@@ -54,11 +73,23 @@ class XLNetLayer(nn.Module):
         return self.norm(x + self.drop(self.mlp(x)))
 
     def forward(self, h: torch.Tensor, g: torch.Tensor | None, context: torch.Tensor, positions: torch.Tensor,
-                segments: torch.Tensor | None, mask_h: torch.Tensor | None, mask_g: torch.Tensor | None,
-                target_mapping: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                segments: torch.Tensor | None, mask_h: torch.Tensor | None,
+                query: QueryRows | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         keys = self.attn.keys(context, positions)
-        h, g = self.attn(h, g, keys, segments, mask_h, mask_g, target_mapping)
+        h, g = self.attn(h, g, keys, segments, mask_h, query)
         return self.ffn(h), (self.ffn(g) if g is not None else None)
+
+
+class TokenEmbeddings(nn.Module):
+    """XLNet's input layer is the token table alone: positions are relative, added in every layer
+    (§2.4), and segments are relative too (§2.5). Named as the shared Backbone's `embeddings.tok`."""
+
+    def __init__(self, vocab_size: int, hidden: int) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(vocab_size, hidden)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.tok(input_ids)
 
 
 class XLNetBackbone(nn.Module):
@@ -70,7 +101,7 @@ class XLNetBackbone(nn.Module):
     def __init__(self, config: XLNetConfig, init: bool = True) -> None:
         super().__init__()
         self.config = config
-        self.word_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embeddings = TokenEmbeddings(config.vocab_size, config.hidden_size)
         self.mask_emb = nn.Parameter(torch.zeros(1, 1, config.hidden_size))  # the query stream's start, g^(0)
         self.layers = nn.ModuleList(XLNetLayer(config) for _ in range(config.num_layers))
         self.drop = Dropout(config.dropout)
@@ -96,10 +127,10 @@ class XLNetBackbone(nn.Module):
 
     # ------------------------------------------------------------------ protocol
     def input_embeddings(self) -> nn.Embedding:
-        return self.word_embedding
+        return self.embeddings.tok
 
     def set_input_embeddings(self, table: nn.Embedding) -> None:
-        self.word_embedding = table
+        self.embeddings.tok = table
 
     def num_hidden_states(self) -> int:
         return self.config.num_layers + 1
@@ -150,10 +181,10 @@ class XLNetBackbone(nn.Module):
         if token_type_ids is not None:  # §2.5: only whether two positions share a segment matters
             keys = torch.cat([token_type_ids.new_zeros(B, mem), token_type_ids], dim=1) if mem else token_type_ids
             segments = token_type_ids[:, :, None] != keys[:, None, :]  # (B, T, K)
-        h = self.drop(self.word_embedding(input_ids))
-        g = None
+        h = self.drop(self.embeddings(input_ids))
+        g = query = None
         if target_mapping is not None:
-            target_mapping = target_mapping.to(h.dtype)
+            query = query_rows(target_mapping, mask_g, segments)
             g = self.drop(self.mask_emb.expand(B, target_mapping.shape[1], -1))
         positions = self.drop(relative_positions(T, mem + T, self.config.hidden_size, self.config.clamp_len,
                                                  h.device, h.dtype))  # (K + T, H)
@@ -165,7 +196,7 @@ class XLNetBackbone(nn.Module):
             states.append(h)
             query_states.append(g)
             context = h if mems is None else torch.cat([mems[i], h], dim=1)  # (B, K, H)
-            h, g = layer(h, g, context, positions, segments, mask_h, mask_g, target_mapping)
+            h, g = layer(h, g, context, positions, segments, mask_h, query)
         states.append(h)
         query_states.append(g)
         return XLNetOutput(

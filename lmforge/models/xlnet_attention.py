@@ -12,6 +12,8 @@ Layout: batch first, (B, n, T, d) heads; keys are the memory followed by the seg
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -75,15 +77,26 @@ class RelativeAttention(nn.Module):
         k_r = self.r(positions).view(-1, self.num_heads, self.head_dim).transpose(0, 1)  # (n, K + T, d)
         return self._heads(self.k(context)), self._heads(self.v(context)), k_r
 
+    def position_scores(self, q: torch.Tensor, k_r: torch.Tensor, k_len: int,
+                        query_pos: torch.Tensor | None) -> torch.Tensor:
+        """(q + r_r) . W_r R_{i-j}, (B, n, Tq, K). Queries are the segment's T positions in order
+        (`query_pos` None: the strided shift), or the positions `query_pos` (B, M) names (a gather)."""
+        raw = torch.matmul(q + self.r_r_bias[:, None], k_r.transpose(-1, -2))  # (B, n, Tq, K + T)
+        if query_pos is None:
+            return shift_relative(raw, k_len)
+        B, n, M, P = raw.shape
+        index = (P - k_len - query_pos)[:, None, :, None] + torch.arange(k_len, device=raw.device)  # (B, 1, M, K)
+        return raw.gather(-1, index.expand(B, n, M, k_len))  # raw[m, T - pos_m + j], as shift_relative
+
     def scores_bias(self, q: torch.Tensor, k_r: torch.Tensor, k_len: int, segments: torch.Tensor | None,
-                    masked: torch.Tensor | None) -> torch.Tensor:
+                    masked: torch.Tensor | None, query_pos: torch.Tensor | None = None) -> torch.Tensor:
         """Everything added to the content term q.k, already scaled: position and segment terms and
-        the mask, (B, n, T, K). `segments` (B, T, K) bool = different segment; `masked` (B, T, K) bool."""
+        the mask, (B, n, Tq, K). `segments` (B, Tq, K) bool = different segment; `masked` (B, Tq or 1, K)
+        bool, True = hidden."""
         scale = self.head_dim ** -0.5
-        position = shift_relative(torch.matmul(q + self.r_r_bias[:, None], k_r.transpose(-1, -2)), k_len)
-        bias = position
+        bias = self.position_scores(q, k_r, k_len, query_pos)
         if segments is not None:
-            # (B, n, T, 2): each query against s_+ and s_-, then picked per key by same/different segment
+            # (B, n, Tq, 2): each query against s_+ and s_-, then picked per key by same/different segment
             seg = torch.einsum("bntd,snd->bnts", q + self.r_s_bias[:, None], self.seg_embed)
             same, diff = seg.unbind(-1)
             bias = bias + torch.where(segments[:, None], diff[..., None], same[..., None])
@@ -93,9 +106,10 @@ class RelativeAttention(nn.Module):
         return bias
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_r: torch.Tensor,
-               segments: torch.Tensor | None, masked: torch.Tensor | None) -> torch.Tensor:
-        """(B, n, T, d) queries -> (B, n, T, d) attention output."""
-        bias = self.scores_bias(q, k_r, k.shape[-2], segments, masked)
+               segments: torch.Tensor | None, masked: torch.Tensor | None,
+               query_pos: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, n, Tq, d) queries -> (B, n, Tq, d) attention output."""
+        bias = self.scores_bias(q, k_r, k.shape[-2], segments, masked, query_pos)
         p = self.attention_dropout if self.training else 0.0
         out, _ = attend(q + self.r_w_bias[:, None], k, v, AttnMask(bias=bias), p)
         return out
@@ -106,19 +120,26 @@ class RelativeAttention(nn.Module):
         return self.norm(x + self.drop(y))
 
     def forward(self, h: torch.Tensor, g: torch.Tensor | None, keys: tuple[torch.Tensor, ...],
-                segments: torch.Tensor | None, mask_h: torch.Tensor | None, mask_g: torch.Tensor | None,
-                target_mapping: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Both streams over the same keys (§2.3): the content stream h (B, T, H) with `mask_h`, the
-        query stream g (B, M, H) with `mask_g`. g's rows are moved to their positions through
-        `target_mapping` (B, M, T) before attending and back after (the reference's einsums)."""
+                segments: torch.Tensor | None, mask_h: torch.Tensor | None,
+                query: QueryRows | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Both streams over the same keys (§2.3): the content stream h (B, T, H) with `mask_h`; the
+        query stream g (B, M, H) only at the M predicted positions `query` names, with their rows of
+        the query mask and segments (the reference computes g at all T positions through the one-hot
+        target mapping and maps back: the same values, T/M times the work)."""
         k, v, k_r = keys
         out_h = self.output(h, self.attend(self._heads(self.q(h)), k, v, k_r, segments, mask_h))
         if g is None:
             return out_h, None
-        q_g = self._heads(self.q(g))  # (B, n, M, d)
-        if target_mapping is not None:
-            q_g = torch.einsum("bnmd,bmt->bntd", q_g, target_mapping)  # (B, n, T, d) at the positions
-        heads_g = self.attend(q_g, k, v, k_r, segments, mask_g)
-        if target_mapping is not None:
-            heads_g = torch.einsum("bntd,bmt->bnmd", heads_g, target_mapping)  # back to (B, n, M, d)
-        return out_h, self.output(g, heads_g)
+        heads_g = self.attend(self._heads(self.q(g)), k, v, k_r, query.segments, query.mask, query.positions)
+        return out_h, self.output(g, heads_g * query.valid.to(heads_g.dtype)[:, None, :, None])  # a zero row attends to nothing
+
+
+@dataclass(frozen=True)
+class QueryRows:
+    """The query stream's rows: positions (B, M) long; valid (B, M) float, 0 for the all-zero rows of
+    a padded target mapping; mask (B, M or 1, K) bool or None; segments (B, M, K) bool or None."""
+
+    positions: torch.Tensor
+    valid: torch.Tensor
+    mask: torch.Tensor | None
+    segments: torch.Tensor | None

@@ -192,8 +192,9 @@ class PermutationLM(BaseObjective):
         return build_example(text, starts, corpus.special, self.settings, rng)
 
     def collate(self, examples: list[dict[str, Any]], special: SpecialTokens) -> dict[str, torch.Tensor]:
-        """Left padding (XLNet's <cls> stays last); perm_mask (B, T, T) bool, target_mapping (B, M, T)
-        one-hot rows in position order, plm_labels (B, M) with IGNORE on rows beyond a row's targets."""
+        """Left padding (XLNet's <cls> stays last); perm_mask (B, T, T) 1 = may not see, target_mapping
+        (B, M, T) one-hot rows in position order, plm_labels (B, M) with IGNORE on rows beyond a row's
+        targets. All int64, like every pre-training batch (HF's model takes them as floats)."""
         B, T = len(examples), max(len(ex["input_ids"]) for ex in examples)
         batch = {"input_ids": torch.full((B, T), pad_id(special), dtype=torch.long),
                  "attention_mask": torch.zeros(B, T, dtype=torch.long),
@@ -208,13 +209,13 @@ class PermutationLM(BaseObjective):
             target[i, T - n:] = torch.from_numpy(ex["plm_target"])
             func[i, T - n:] = torch.from_numpy(ex["functional"])
         target, func = target.bool(), func.bool()
-        batch["perm_mask"] = perm_mask(ranks, target, func)
+        batch["perm_mask"] = perm_mask(ranks, target, func).long()
         M = int(target.sum(1).max())
-        mapping = torch.zeros(B, M, T)
+        mapping = torch.zeros(B, M, T, dtype=torch.long)
         labels = torch.full((B, M), IGNORE, dtype=torch.long)
         for i in range(B):
             positions = target[i].nonzero().squeeze(1)
-            mapping[i, torch.arange(len(positions)), positions] = 1.0
+            mapping[i, torch.arange(len(positions)), positions] = 1
             labels[i, :len(positions)] = batch["input_ids"][i, positions]
         batch["target_mapping"], batch["plm_labels"] = mapping, labels
         return batch

@@ -28,7 +28,7 @@ def rules(c: XLNetConfig) -> KeyMap:
     for name in ("r_w_bias", "r_r_bias", "r_s_bias", "seg_embed"):
         attn += rename(f"{_HF}.rel_attn.{name}", f"{L}.attn.{name}")
     backbone = (
-        rename("word_embedding.weight", "backbone.word_embedding.weight")
+        rename("word_embedding.weight", "backbone.embeddings.tok.weight")
         + rename("mask_emb", "backbone.mask_emb")
         + attn
         + params(f"{_HF}.rel_attn.layer_norm", f"{L}.attn.norm")
