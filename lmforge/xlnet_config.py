@@ -55,7 +55,6 @@ class XLNetConfig:
     position_offset = 0
     pooler = False
     scaled_residual_init = False
-    padding_side = "left"  # §3.1 / the reference run_classifier: padding before the text, <cls> last
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
