@@ -115,5 +115,5 @@ XLNET_PRESETS: dict[str, dict[str, Any]] = {
     "xlnet-large-cased": dict(),
     # a size that pre-trains on two CPU cores
     "xlnet-cpu": dict(vocab_size=8000, hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024,
-                      max_position_embeddings=128, pad_token_id=0),
+                      pad_token_id=0),
 }
