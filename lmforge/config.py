@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from lmforge.elmo_config import ELMO_PRESETS, ElmoConfig
+from lmforge.xlnet_config import XLNET_PRESETS, XLNetConfig
 
 if TYPE_CHECKING:
     from lmforge.nn.block import LayerSpec
@@ -367,9 +368,13 @@ WEIGHTS_FILE = "model.safetensors"
 
 
 # arch name -> config class; families with their own config class (XLNet, ELMo) register here
-CONFIG_CLASSES: dict[str, Any] = {"transformer": ModelConfig, "encoder-decoder": ModelConfig, "elmo": ElmoConfig}
+CONFIG_CLASSES: dict[str, Any] = {"transformer": ModelConfig, "encoder-decoder": ModelConfig, "elmo": ElmoConfig,
+                                 "xlnet": XLNetConfig}
+# every family lmforge builds, whichever config class holds it (the HF converters cover each one)
+ALL_FAMILIES: tuple[str, ...] = FAMILIES + ("xlnet",)
 # preset name -> the config class whose `from_name` builds it (`model.preset` of a pre-training run)
-PRESET_CLASSES: dict[str, Any] = {**dict.fromkeys(PRESETS, ModelConfig), **dict.fromkeys(ELMO_PRESETS, ElmoConfig)}
+PRESET_CLASSES: dict[str, Any] = {**dict.fromkeys(PRESETS, ModelConfig), **dict.fromkeys(ELMO_PRESETS, ElmoConfig),
+                                   **dict.fromkeys(XLNET_PRESETS, XLNetConfig)}
 
 
 @dataclass

@@ -120,6 +120,8 @@ def tiny_overrides(kind: str, run_dir: str, **extra: str) -> list[str]:
             del items[f"model.overrides.{key}"]
         items.update({"model.preset": "elmo-cpu", "model.overrides.filters": "[[1,8],[2,8],[3,16]]",
                       "model.overrides.lstm_dim": "32", "model.overrides.projection_dim": "16"})
+    if kind == "plm":  # XLNet's permutation LM trains XLNet's own backbone
+        items["model.preset"] = "xlnet-cpu"
     if kind == "electra":
         items["model.overrides.embedding_size"] = "16"
         items["electra.generator_size"] = "0.5"

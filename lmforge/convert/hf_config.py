@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lmforge.config import ModelConfig
+from lmforge.config import PRESET_CLASSES, ModelConfig
 from lmforge.convert.adapter import Adapter, ConfigError, HeadSpecs, HFSource
 from lmforge.convert.families import adapter_for, adapter_of
 
@@ -73,7 +73,7 @@ def from_hf_config(hf: dict[str, Any], where: str = "config.json",
                   tie_word_embeddings=bool(hf.get("tie_word_embeddings", True)))
     fields.update(adapter.from_hf(HFSource(hf, where, kinds, state_keys)))
     try:
-        config = ModelConfig.from_name(adapter.preset, **fields)
+        config = PRESET_CLASSES[adapter.preset].from_name(adapter.preset, **fields)  # XLNet: its own class
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where}: {err}") from None
     return HFModelInfo(family=adapter.family, architecture=arch, config=config, heads=heads, adapter=adapter)

@@ -175,3 +175,32 @@ class Seq2SeqLMHead(_VocabularyHead):
             return HeadOutput(logits=self.logits(out.last_hidden_state))  # (B, T, V)
         selected = labels.ne(IGNORE)  # (B, T): target padding is IGNORE
         return self.loss_at(out.last_hidden_state[selected], labels[selected])
+
+
+class PermutationLMHead(_VocabularyHead):
+    """XLNet §2.3: the query stream's state g_{z_t} predicts x_{z_t} through a Linear with a bias tied
+    to the token table (the reference's `lm_loss`). Reads the query stream (B, M, H) when the backbone
+    ran one (`target_mapping` given), else the content stream, as HF's XLNetLMHeadModel; labels line
+    up with whichever it reads, IGNORE where nothing is predicted."""
+
+    kind = "plm"
+    default_label_key = "plm_labels"
+
+    def __init__(self, config: ModelConfig, backbone: Backbone, **kw: Any) -> None:
+        super().__init__(config, backbone, **kw)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        if config.tie_word_embeddings:
+            self.decoder.weight = backbone.input_embeddings().weight
+
+    def forward(self, out: BackboneOutput, batch: dict[str, Any]) -> HeadOutput:
+        query = getattr(out, "query", None)
+        hidden = query if query is not None else out.last_hidden_state
+        labels = batch.get(self.label_key)
+        if labels is None:
+            return HeadOutput(logits=self.logits(hidden))  # (B, M or T, V)
+        if labels.shape != hidden.shape[:2]:
+            raise ValueError(f"{self.label_key} {tuple(labels.shape)} does not line up with the "
+                             f"{'query' if query is not None else 'content'} stream {tuple(hidden.shape[:2])}")
+        selected = labels.ne(IGNORE)
+        return self.loss_at(hidden[selected], labels[selected])

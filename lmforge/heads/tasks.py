@@ -22,7 +22,9 @@ class SequenceClassificationHead(Head):
     How the sequence vector is made follows the family (`ModelConfig.classifier_style`):
     - pooler (BERT, ALBERT): dropout over the pooled [CLS], then a Linear;
     - first_mlp (RoBERTa tanh, ELECTRA gelu, DistilBERT relu): [CLS] -> dense -> act -> Linear;
-    - last_token (GPT): a bias-free Linear over the last real token.
+    - last_token (GPT): a bias-free Linear over the last real token;
+    - last_mlp (XLNet, HF's "last" sequence summary): the last real token, <cls> -> dense -> tanh ->
+      dropout -> Linear.
     """
 
     kind = "classification"
@@ -39,7 +41,7 @@ class SequenceClassificationHead(Head):
             raise ValueError(f"classifier style 'pooler' needs a pooler; this {config.family} model has none")
         self.drop = Dropout(config.classifier_dropout)
         hidden = config.hidden_size
-        if self.style == "first_mlp":
+        if self.style in ("first_mlp", "last_mlp"):
             self.dense = nn.Linear(hidden, hidden)
             self.act = activation(config.classifier_activation)
         self.out = nn.Linear(hidden, num_labels, bias=self.style != "last_token")
@@ -53,6 +55,9 @@ class SequenceClassificationHead(Head):
             return self.out(self.drop(out.pooled))
         if self.style == "first_mlp":
             x = self.drop(first_token(out.last_hidden_state))
+            return self.out(self.drop(self.act(self.dense(x))))
+        if self.style == "last_mlp":
+            x = last_real_token(out.last_hidden_state, out.attention_mask)
             return self.out(self.drop(self.act(self.dense(x))))
         return self.out(last_real_token(out.last_hidden_state, out.attention_mask))
 

@@ -15,7 +15,7 @@ from tokenizers import Tokenizer
 
 from lmforge.data.columnar import table_columns, table_kind
 from lmforge.tasks import metrics as M
-from lmforge.tasks.base import Encoded, Task, TaskOptions, split_path
+from lmforge.tasks.base import Encoded, Task, TaskOptions, mark_padding, split_path
 from lmforge.tasks.io import DataError, has_column, read_records, read_rows, table_format
 from lmforge.tasks.text import encode_texts
 
@@ -138,7 +138,7 @@ class ClassificationTask(Task):
                     raise DataError(example.source, example.line,
                                     f"label {example.label!r} is not one the model knows ({label_names})")
             features.append(feature)
-        return Encoded(features)
+        return Encoded(mark_padding(features, tokenizer))
 
     def decode(self, examples: list[TextExample], encoded: Encoded, logits: list[np.ndarray],
                label_names: list[str] | None) -> list[Any]:

@@ -16,7 +16,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from lmforge.heads import IGNORE
-from lmforge.tasks.base import Encoded, Task, split_path
+from lmforge.tasks.base import Encoded, Task, mark_padding, split_path, unpad
 from lmforge.tasks.io import DataError
 from lmforge.tasks.metrics import seqeval_scores
 
@@ -159,10 +159,10 @@ class TaggingTask(Task):
                     labels[pos] = index[tag]
                 feature["labels"] = labels
             features.append(feature)
-        return Encoded(features, extra={"truncated_sentences": truncated})
+        return Encoded(mark_padding(features, tokenizer), extra={"truncated_sentences": truncated})
 
     def trim_logits(self, feature: dict[str, Any], logits: Any) -> np.ndarray:
-        return logits[: len(feature["input_ids"])].float().cpu().numpy()  # (T, L)
+        return unpad(feature, logits).float().cpu().numpy()  # (T, L)
 
     def decode(self, examples: list[Sentence], encoded: Encoded, logits: list[np.ndarray],
                label_names: list[str] | None) -> list[list[str]]:

@@ -87,6 +87,16 @@ def pair_template(tok: Tokenizer) -> PairTemplate:
     )
 
 
+def summary_last(tok: Tokenizer) -> bool:
+    """Whether the tokenizer puts its special tokens after the texts, the sequence-summary token last
+    (XLNet §2.5: A <sep> B <sep> <cls>); such inputs are padded on the left (lmforge.tasks.base)."""
+    try:
+        template = pair_template(tok)
+    except ValueError:  # a post-processor without pairs (GPT-2): nothing is added, nothing moves
+        return False
+    return not template.prefix and bool(template.suffix)
+
+
 def encode_texts(tok: Tokenizer, first: list[str], second: list[str] | None, max_length: int) -> list:
     """Batch-encode single texts or pairs with the post-processor, truncating the longest text first
     (BERT's `_truncate_seq_pair`)."""

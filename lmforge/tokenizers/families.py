@@ -30,6 +30,7 @@ class FamilyTemplate:
     model_max_length: int = 512
     mask_lstrip: bool = False  # RoBERTa/ALBERT: the mask token absorbs the space before it (their HF files)
     model_input_names: tuple[str, ...] = ("input_ids", "token_type_ids", "attention_mask")
+    padding_side: str = "right"  # XLNet pads on the left: its <cls> is the last token
     # T5 (Raffel et al. §3.1.4): sentinels <extra_id_0..N-1> appended after training, <extra_id_0> the last
     # id of the vocabulary and the others counting down from it (span corruption's noise-span markers)
     sentinels: int = 0
@@ -60,6 +61,12 @@ class FamilyTemplate:
             eos = self.eos
             return processors.TemplateProcessing(single=f"$A:0 {eos}:0", pair=f"$A:0 {eos}:0 $B:0 {eos}:0",
                                                  special_tokens=[(eos, token_to_id(eos))])
+        if self.name == "xlnet":  # Yang et al. 2019 §2.5: A <sep> B <sep> <cls>, <cls> in segment 2
+            cls, sep = self.cls, self.sep
+            return processors.TemplateProcessing(
+                single=f"$A:0 {sep}:0 {cls}:2", pair=f"$A:0 {sep}:0 $B:1 {sep}:1 {cls}:2",
+                special_tokens=[(cls, token_to_id(cls)), (sep, token_to_id(sep))],
+            )
         raise ValueError(f"no post-processing defined for family {self.name!r}")
 
 
@@ -98,6 +105,12 @@ TEMPLATES: dict[str, FamilyTemplate] = {
     "t5": FamilyTemplate(
         name="t5", specials=("<pad>", "</s>", "<unk>"), pad="<pad>", unk="<unk>", eos="</s>",
         default_kind="unigram", model_input_names=("input_ids", "attention_mask"), sentinels=100,
+    ),
+    # XLNet (Yang et al. 2019): the released SentencePiece vocabulary's specials in its id order
+    "xlnet": FamilyTemplate(
+        name="xlnet", specials=("<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>", "<eod>", "<eop>"),
+        pad="<pad>", unk="<unk>", cls="<cls>", sep="<sep>", mask="<mask>", bos="<s>", eos="</s>",
+        default_kind="unigram", mask_lstrip=True, padding_side="left",
     ),
 }
 

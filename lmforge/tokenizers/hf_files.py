@@ -270,6 +270,7 @@ def write_hf_tokenizer_files(tokenizer: Tokenizer, out_dir: str | Path, family: 
         **(bert_args or {}),
         "model_max_length": model_max_length,
         "model_input_names": list(tmpl.model_input_names),
+        "padding_side": tmpl.padding_side,
         "clean_up_tokenization_spaces": False,
         **{f"{role}_token": tok for role, tok in tokens.items()},
     }
