@@ -139,3 +139,17 @@ def test_only_the_mix_and_head_learn_and_unknown_words_are_spelt(tmp_path):
     assert updated.backbone.training
     updated(**batch).loss.backward()
     assert all(p.grad is not None for p in updated.backbone.layers.parameters())
+
+
+def test_unknown_words_of_a_pair_come_from_their_own_text():
+    """Offsets of the second text count from its own start: each [UNK] is cut from the text it is in."""
+    from lmforge.tasks.classification import TextExample
+
+    tok = word_tokenizer(["the cat sat", "the cat sat"])
+    task = get_task("mrpc")
+    example = TextExample("the Zebra sat", "Quokka cat", "1", 2, "mem")
+    feature = task.encode([example], tok, 32, ["0", "1"], train=True).features[0]
+    # [CLS] the [UNK] sat [SEP] [UNK] cat [SEP]
+    assert feature["unknown_texts"] == {2: "Zebra", 5: "Quokka"}
+    assert "unknown_texts" not in task.encode([TextExample("the cat", "sat", "0", 3, "mem")], tok, 32,
+                                              ["0", "1"], train=True).features[0]
