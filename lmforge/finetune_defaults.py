@@ -71,6 +71,12 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+# A frozen backbone (feature-based: ELMo §3.3) leaves only a new head and the scalar mix to train,
+# from scratch: the task models of Peters et al. 2018 train with Adam at 1e-3 (AllenNLP's configs),
+# where the rates above, made for updating a pre-trained Transformer, would barely move the head.
+FEATURE_BASED_LR = 1e-3
+
+
 def recipe_for(task_type: str) -> Recipe:
     try:
         return RECIPES[task_type]

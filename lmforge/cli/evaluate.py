@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         return run_perplexity(args)
     if not args.data:
         raise ValueError("--data is required (the labelled data to score)")
-    from lmforge import gpt_finetuning
+    from lmforge import finetune_inputs, gpt_finetuning
     from lmforge.finetune import evaluate_examples, load_finetuned, resolve_device
     from lmforge.finetune_data import saved_split
     from lmforge.tasks.text import load_task_tokenizer
@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     examples = saved_split(task, Path(args.data), args.split, saved)[: args.limit]
     device = resolve_device(args.device)
     tokenizer = load_task_tokenizer(args.model)
+    task = finetune_inputs.task_for(model, tokenizer, task)
     _, scores = evaluate_examples(model.to(device), task, examples, tokenizer,
                                   args.max_length or saved.get("max_length", 128), args.batch_size, device,
                                   progress=not args.no_progress)
