@@ -14,9 +14,11 @@ def register(subparsers) -> None:
     p.add_argument(
         "--format",
         default="auto",
-        choices=("auto", "bert", "lines", "jsonl"),
+        choices=("auto", "bert", "lines", "jsonl", "parallel"),
         help="bert: sentence per line, blank line between documents (WikiText titles detected); "
-        "lines: document per line; jsonl: JSON object per line; auto: guess per file",
+        "lines: document per line; jsonl: JSON object per line; auto: guess per file; "
+        "parallel: translation pairs, --input SRC TGT (aligned files) or one .tsv / .jsonl "
+        "(fields source, target), the same for --valid",
     )
     p.add_argument("--text-field", default="text", help="JSONL field holding the document text")
     p.add_argument("--workers", type=int, default=1, help="tokenizer processes")
