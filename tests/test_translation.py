@@ -253,3 +253,36 @@ def test_marian_export_loads_in_transformers_with_marians_tokenizer(corpus, trai
                                    pad_token_id=hf_tok.pad_token_id, do_sample=False)
     theirs = hf_tok.batch_decode(generated, skip_special_tokens=True)
     assert [t.strip() for t in theirs] == ours.texts
+
+
+def test_generate_translates_a_batch_as_it_translates_each_source_alone(corpus, tmp_path):
+    """`lmforge generate` with an encoder-decoder: sources end with </s> and are right-padded, so a batch of
+    sources of different lengths gives what each gives alone. The model is random, with large weights and a sharpened last LayerNorm, so its tokens depend on
+    the whole source."""
+    from lmforge.config import ModelConfig
+    from lmforge.models import TaskModel, save_model
+
+    tok = corpus["tokenizer"]
+    torch.manual_seed(0)
+    config = ModelConfig.from_name("transformer-small", vocab_size=tok.get_vocab_size(), hidden_size=32, num_heads=2,
+                                   num_layers=2, num_decoder_layers=2, intermediate_size=64, max_position_embeddings=64,
+                                   pad_token_id=tok.token_to_id("<pad>"), dropout=0.0)
+    model = TaskModel(config, {"seq2seq_lm": {"kind": "seq2seq_lm"}})
+    with torch.no_grad():  # weights far from the small init: the cross-attention carries the source
+        for param in model.parameters():
+            if param.dim() == 2:
+                param.normal_(std=0.3)
+        model.backbone.decoder.layers[-1].norm2.weight.mul_(30.0)
+    save_model(model, tmp_path / "model")
+    tok.save(str(tmp_path / "model" / "tokenizer.json"))
+    sources = corpus["valid"][0].read_text().splitlines()[:5]
+    assert len({len(s.split()) for s in sources}) > 1
+    inputs = write(tmp_path / "src.txt", sources)
+    outputs = []
+    for batch in ("5", "1"):
+        out = tmp_path / f"out{batch}.jsonl"
+        assert main(["generate", "--model", str(tmp_path / "model"), "--input", str(inputs), "--out", str(out),
+                     "--batch-size", batch, "--max-new-tokens", "12", "--device", "cpu"]) == 0
+        outputs.append([json.loads(line)["tokens"] for line in out.read_text().splitlines()])
+    assert len({tuple(t) for t in outputs[1]}) > 1  # the output depends on the source
+    assert outputs[0] == outputs[1]
