@@ -122,6 +122,9 @@ def tiny_overrides(kind: str, run_dir: str, **extra: str) -> list[str]:
                       "model.overrides.lstm_dim": "32", "model.overrides.projection_dim": "16"})
     if kind == "plm":  # XLNet's permutation LM trains XLNet's own backbone
         items["model.preset"] = "xlnet-cpu"
+    if kind == "translation":  # an encoder-decoder; one token-budget batch per example (max_tokens)
+        items.update({"model.preset": "transformer-small", "model.overrides.num_decoder_layers": "1",
+                      "objective.max_tokens": extra.get("objective.max_seq_len", items["objective.max_seq_len"])})
     if kind == "electra":
         items["model.overrides.embedding_size"] = "16"
         items["electra.generator_size"] = "0.5"

@@ -35,7 +35,8 @@ class EncoderDecoder(nn.Module):
     # ------------------------------------------------------------------ protocol
     @property
     def embeddings(self) -> nn.Module:
-        """The encoder's embeddings (their token table is the decoder's too), where a single stack has its."""
+        """The encoder's embeddings, whose token table the decoder shares (a property: not registered
+        twice, so the state dict keeps one name per tensor)."""
         return self.encoder.embeddings
 
     def input_embeddings(self) -> nn.Embedding:

@@ -42,7 +42,8 @@ class FamilyTemplate:
     def post_processor(self, token_to_id) -> processors.PostProcessor | None:
         """Segment wrapping. BERT §3 / ALBERT: [CLS] A [SEP] B [SEP] with segment ids 0/1.
         RoBERTa (Liu et al. 2019 §4.2 drops NSP and segments): <s> A </s></s> B </s>, all type 0.
-        GPT-2 adds nothing; callers append <|endoftext|> between documents themselves."""
+        GPT-2 adds nothing; callers append <|endoftext|> between documents themselves.
+        Marian (HF MarianTokenizer): A </s>, a pair A B </s>, no segment ids."""
         if self.name in ("bert", "albert", "electra", "distilbert"):
             cls, sep = self.cls, self.sep
             return processors.TemplateProcessing(
@@ -67,6 +68,10 @@ class FamilyTemplate:
                 single=f"$A:0 {sep}:0 {cls}:2", pair=f"$A:0 {sep}:0 $B:1 {sep}:1 {cls}:2",
                 special_tokens=[(cls, token_to_id(cls)), (sep, token_to_id(sep))],
             )
+        if self.name == "marian":
+            eos = self.eos
+            return processors.TemplateProcessing(single=f"$A:0 {eos}:0", pair=f"$A:0 $B:0 {eos}:0",
+                                                 special_tokens=[(eos, token_to_id(eos))])
         raise ValueError(f"no post-processing defined for family {self.name!r}")
 
 
@@ -93,6 +98,13 @@ TEMPLATES: dict[str, FamilyTemplate] = {
         name="gpt2", specials=("<|endoftext|>",), pad=None, unk=None, bos="<|endoftext|>",
         eos="<|endoftext|>", default_kind="bpe", model_max_length=1024,
         model_input_names=("input_ids", "attention_mask"),
+    ),
+    # the original Transformer as HF's MarianMTModel reads it: a shared (joint) subword vocabulary for
+    # both languages (Vaswani et al. §5.1), every sequence ends with </s>, padding doubles as the decoder
+    # start token, and there are no segments (input_ids + attention_mask only)
+    "marian": FamilyTemplate(
+        name="marian", specials=("<pad>", "</s>", "<unk>"), pad="<pad>", unk="<unk>", eos="</s>",
+        default_kind="bpe", model_input_names=("input_ids", "attention_mask"),
     ),
     # ALBERT (Lan et al. 2020) keeps BERT's [CLS]/[SEP]/[MASK] but SentencePiece's <pad>/<unk> at 0/1
     "albert": FamilyTemplate(
