@@ -567,7 +567,7 @@ def test_shipped_recipe_by_name_from_any_directory_and_print_config(tmp_path, mo
     assert printed["model"]["init_from"] == "" and printed["export"] == {"hf": False}
     assert not (tmp_path / "runs").exists()  # nothing trained
     code, _, err = cli(["pretrain", "--config", "nosuch", "--print-config"], capsys)
-    assert code == 2 and "shipped recipes: albert, bert, distilbert, electra, gpt, quickstart, roberta, t5, tinybert" in err
+    assert code == 2 and "shipped recipes: albert, bert, distilbert, electra, elmo, gpt, quickstart, roberta, t5, tinybert, transformer, xlnet" in err
 
 
 def test_verbosity_flags_set_lmforge_log_level(capsys):
