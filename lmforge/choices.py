@@ -12,6 +12,8 @@ GLUE_TASKS: tuple[str, ...] = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "q
 # every name lmforge.tasks.get_task accepts (besides aliases)
 TASK_NAMES: tuple[str, ...] = (*GLUE_TASKS, "nsmc", "classification", "regression", "squad", "ner", "conll2003",
                                "swag")
+# what an encoder-decoder (T5) fine-tunes on as text to text (lmforge.text_to_text owns their formats)
+TEXT_TASKS: tuple[str, ...] = (*GLUE_TASKS, "squad", "multi30k", "text2text")
 # generic task data files: the format is inferred from the suffix unless --format names it
 TASK_DATA_FORMATS: tuple[str, ...] = ("tsv", "csv", "jsonl", "parquet", "arrow")
 

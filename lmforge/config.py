@@ -3,7 +3,8 @@
 A family is a preset (a dict of field values), not a class: BERT, RoBERTa, ALBERT, ELECTRA and
 DistilBERT are encoders that differ in embeddings, sharing and head details; GPT-1 and GPT-2 are
 causal decoders that differ in where LayerNorm sits; Marian is the original encoder-decoder
-Transformer (Vaswani et al. 2017) as HF's `MarianMTModel` holds it.
+Transformer (Vaswani et al. 2017) as HF's `MarianMTModel` holds it; T5 (Raffel et al. 2020) is a pre-LN
+encoder-decoder with RMS norms, no biases and relative position buckets instead of absolute positions.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from lmforge.elmo_config import ELMO_PRESETS, ElmoConfig
+from lmforge.xlnet_config import XLNET_PRESETS, XLNetConfig
 
 if TYPE_CHECKING:
     from lmforge.nn.block import LayerSpec
 
-Family = Literal["bert", "roberta", "albert", "electra", "distilbert", "openai-gpt", "gpt2", "marian"]
+Family = Literal["bert", "roberta", "albert", "electra", "distilbert", "openai-gpt", "gpt2", "marian", "t5"]
 Activation = Literal["gelu", "gelu_tanh", "relu", "tanh", "silu"]
-FAMILIES: tuple[str, ...] = ("bert", "roberta", "albert", "electra", "distilbert", "openai-gpt", "gpt2", "marian")
+FAMILIES: tuple[str, ...] = ("bert", "roberta", "albert", "electra", "distilbert", "openai-gpt", "gpt2", "marian",
+                             "t5")
 
 
 @dataclass(kw_only=True)
@@ -41,6 +44,7 @@ class ModelConfig:
     type_vocab_size: int = 2  # segment embeddings; 0 = none (DistilBERT, GPT)
     num_layer_groups: int = 0  # 0 = no sharing; ALBERT shares one group across all layers (§3.1)
     num_decoder_layers: int = 0  # > 0: an encoder-decoder (Vaswani et al. §3.1); num_layers is the encoder's
+    attention_head_size: int = 0  # 0 -> hidden_size // num_heads; T5 v1.1-small: 6 heads of 64 on d_model 512
 
     # --- layout ---
     causal: bool = False  # decoder-only LM (GPT) when True
@@ -52,6 +56,18 @@ class ModelConfig:
     # half of the dims, cos in the second (Marian; recomputed, never stored, as HF does)
     sinusoidal_layout: Literal["interleaved", "halves"] = "interleaved"
     scale_embeddings: bool = False  # token embeddings * sqrt(d_model) (Vaswani et al. §3.4; HF scale_embedding)
+    absolute_positions: bool = True  # a position table added to the tokens; T5 has none (relative buckets only)
+    # T5 (Raffel et al. §2.1): a learned scalar per head and relative-distance bucket added to the attention
+    # scores, one table per stack; 0 buckets = none
+    relative_attention_buckets: int = 0
+    relative_attention_max_distance: int = 128  # distances beyond this share the last bucket
+    norm: Literal["layer", "rms"] = "layer"  # T5: RMS norm, no mean subtraction, no bias (§2.1)
+    bias: bool = True  # biases of every Linear, norm and the seq2seq vocabulary bias; T5 has none
+    gated_ffn: bool = False  # gated feed-forward (Shazeer 2020; T5 v1.1's gated-GELU)
+    ffn_dropout: float = 0.0  # dropout on the FFN's inner activation (T5 applies its dropout rate there)
+    attention_scale: float | None = None  # None -> 1/sqrt(head size); T5: 1.0 (folded into the query init)
+    output_scale: bool = False  # decoder output * d_model^-0.5 before the tied projection (T5 v1.0, Mesh TF)
+    final_dropout: bool = False  # dropout after each stack's final norm (T5's reference code and HF's T5Stack)
     pooler: bool = True  # dense+tanh over the first token (BERT §3, used by NSP/SOP/classification)
     activation: Activation = "gelu"
     layer_norm_eps: float = 1e-12
@@ -70,6 +86,9 @@ class ModelConfig:
     classifier_dropout: float | None = None  # None -> dropout
     initializer_range: float = 0.02
     scaled_residual_init: bool = False  # GPT-2 §2.3: residual projections scaled by 1/sqrt(2 * n_layers)
+    # "fan_in": T5's (Mesh TensorFlow) init, Linear ~ N(0, fan_in^-1/2), embeddings ~ N(0, 1), queries also
+    # scaled by head_size^-1/2 because T5 attention does not divide by sqrt(d) (lmforge.nn.init)
+    initializer: Literal["normal", "fan_in"] = "normal"
 
     # --- special tokens ---
     pad_token_id: int | None = 0
@@ -86,7 +105,7 @@ class ModelConfig:
             self.mlm_activation = self.activation
         if self.classifier_dropout is None:
             self.classifier_dropout = self.dropout
-        if self.hidden_size % self.num_heads:
+        if not self.attention_head_size and self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if self.num_layer_groups and (self.num_layer_groups > self.num_layers
                                       or self.num_layers % self.num_layer_groups):
@@ -102,6 +121,13 @@ class ModelConfig:
             raise ValueError(f"sinusoidal_layout must be 'interleaved' or 'halves', not {self.sinusoidal_layout!r}")
         if self.position_offset and self.pad_token_id is None:
             raise ValueError("position_offset (RoBERTa positions) needs a pad_token_id")
+        if self.norm not in ("layer", "rms"):
+            raise ValueError(f"norm must be 'layer' or 'rms', not {self.norm!r}")
+        if self.initializer not in ("normal", "fan_in"):
+            raise ValueError(f"initializer must be 'normal' or 'fan_in', not {self.initializer!r}")
+        if self.relative_attention_buckets < 0 or self.relative_attention_buckets % 2:
+            raise ValueError(f"relative_attention_buckets must be an even number >= 0, "
+                             f"got {self.relative_attention_buckets}")
 
     @property
     def decoder_start_id(self) -> int | None:
@@ -111,7 +137,7 @@ class ModelConfig:
 
     @property
     def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
+        return self.attention_head_size or self.hidden_size // self.num_heads
 
     @property
     def arch(self) -> str:
@@ -125,7 +151,9 @@ class ModelConfig:
         return LayerSpec(hidden_size=self.hidden_size, num_heads=self.num_heads,
                          intermediate_size=self.intermediate_size, activation=self.activation,
                          dropout=self.dropout, attention_dropout=self.attention_dropout,
-                         norm_eps=self.layer_norm_eps, pre_norm=self.norm_position == "pre")
+                         norm_eps=self.layer_norm_eps, pre_norm=self.norm_position == "pre", norm=self.norm,
+                         bias=self.bias, gated=self.gated_ffn, inner_dropout=self.ffn_dropout,
+                         head_dim=self.attention_head_size or None, attention_scale=self.attention_scale)
 
     @property
     def num_blocks(self) -> int:
@@ -252,6 +280,44 @@ _MARIAN = dict(
     attention_dropout=0.0,
 )
 
+# T5 (Raffel et al. 2020 §2.1, §3.1.1): pre-LN encoder-decoder, RMS norms without bias, no biases at all, no
+# position table but a relative position bias (32 buckets, max distance 128), no 1/sqrt(d) attention scaling,
+# dropout 0.1 everywhere (residual, attention, FFN inner); a 32k SentencePiece vocabulary (HF: 32128, the
+# 100 sentinels included and padded to a multiple of 128). v1.0: ReLU FFN, output projection tied to the
+# token table with the d^-0.5 output scaling. v1.1: gated-GELU FFN, untied output projection, no scaling.
+_T5 = dict(
+    family="t5",
+    vocab_size=32128,
+    num_layers=6,
+    num_decoder_layers=6,
+    hidden_size=512,
+    num_heads=8,
+    intermediate_size=2048,
+    max_position_embeddings=512,  # only a length limit: T5 has no position table
+    type_vocab_size=0,
+    norm_position="pre",
+    embedding_norm=False,
+    absolute_positions=False,
+    relative_attention_buckets=32,
+    relative_attention_max_distance=128,
+    norm="rms",
+    bias=False,
+    attention_scale=1.0,
+    output_scale=True,
+    pooler=False,
+    classifier_style="first_mlp",
+    activation="relu",
+    layer_norm_eps=1e-6,
+    dropout=0.1,
+    attention_dropout=0.1,
+    ffn_dropout=0.1,
+    final_dropout=True,
+    initializer="fan_in",
+    initializer_range=1.0,  # T5's initializer_factor
+)
+# (the released v1.1 configs keep dropout 0.1; their notes pre-train without it: configs/t5.yaml sets 0)
+_T5_V1_1 = dict(_T5, gated_ffn=True, activation="gelu_tanh", tie_word_embeddings=False, output_scale=False)
+
 PRESETS: dict[str, dict[str, Any]] = {
     # BERT (Devlin et al. 2019, Table/§3.1)
     "bert-base-uncased": dict(_BERT),
@@ -280,6 +346,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     "transformer-big": dict(_MARIAN, hidden_size=1024, intermediate_size=4096, num_heads=16, dropout=0.3),
     "transformer-small": dict(_MARIAN, num_layers=3, num_decoder_layers=3, hidden_size=256,
                               intermediate_size=1024, num_heads=4, vocab_size=10000),
+    # Raffel et al. Table 14 / §3.7: small 6+6 layers d 512, base 12+12 d 768 (d_ff 3072, 12 heads).
+    # v1.1 (the released T5 v1.1 configs): small 8+8 layers d 512, 6 heads of 64, d_ff 1024; base d_ff 2048.
+    "t5-small": dict(_T5),
+    "t5-base": dict(_T5, num_layers=12, num_decoder_layers=12, hidden_size=768, num_heads=12, intermediate_size=3072),
+    "t5-v1_1-small": dict(_T5_V1_1, num_layers=8, num_decoder_layers=8, num_heads=6, attention_head_size=64,
+                          intermediate_size=1024),
+    "t5-v1_1-base": dict(_T5_V1_1, num_layers=12, num_decoder_layers=12, hidden_size=768, num_heads=12,
+                         intermediate_size=2048),
+    # a CPU size (v1.1 layout): 4+4 layers, d 256, 4 heads, d_ff 1024 (gated), a 16k vocabulary
+    "t5-mini": dict(_T5_V1_1, num_layers=4, num_decoder_layers=4, hidden_size=256, num_heads=4,
+                    intermediate_size=1024, vocab_size=16000),
 }
 
 
@@ -291,9 +368,13 @@ WEIGHTS_FILE = "model.safetensors"
 
 
 # arch name -> config class; families with their own config class (XLNet, ELMo) register here
-CONFIG_CLASSES: dict[str, Any] = {"transformer": ModelConfig, "encoder-decoder": ModelConfig, "elmo": ElmoConfig}
+CONFIG_CLASSES: dict[str, Any] = {"transformer": ModelConfig, "encoder-decoder": ModelConfig, "elmo": ElmoConfig,
+                                 "xlnet": XLNetConfig}
+# every family lmforge builds, whichever config class holds it (the HF converters cover each one)
+ALL_FAMILIES: tuple[str, ...] = FAMILIES + ("xlnet",)
 # preset name -> the config class whose `from_name` builds it (`model.preset` of a pre-training run)
-PRESET_CLASSES: dict[str, Any] = {**dict.fromkeys(PRESETS, ModelConfig), **dict.fromkeys(ELMO_PRESETS, ElmoConfig)}
+PRESET_CLASSES: dict[str, Any] = {**dict.fromkeys(PRESETS, ModelConfig), **dict.fromkeys(ELMO_PRESETS, ElmoConfig),
+                                   **dict.fromkeys(XLNET_PRESETS, XLNetConfig)}
 
 
 @dataclass

@@ -68,7 +68,8 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor
     if pooling == "cls":
         return hidden[:, 0]
     if pooling == "last":
-        last = mask.long().sum(1) - 1  # right padding: index of the last real token, (B,)
+        positions = torch.arange(hidden.shape[1], device=hidden.device)
+        last = (positions * mask.long()).argmax(dim=-1)  # the last real token under either padding, (B,)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
     raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
 

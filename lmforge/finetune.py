@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lmforge import gpt_finetuning
+from lmforge import finetune_inputs, gpt_finetuning, text_to_text
 from lmforge.config import is_lmforge_dir
 from lmforge.finetune_data import TASK_FILE, TaskBatches, check_out_dir, read_splits
-from lmforge.finetune_defaults import recipe_for
+from lmforge.finetune_defaults import FEATURE_BASED_LR, recipe_for
 from lmforge.finetune_distill import keep_layers, with_teacher
 from lmforge.finetune_selection import Best, selection_note
 from lmforge.models import TaskModel, load_model, save_model
@@ -73,6 +73,7 @@ class FinetuneConfig:
     device: str = "auto"
     bf16: bool | None = None  # None -> on CUDA only
     progress: bool = True
+    update_backbone: bool | None = None  # None: the model's choice (ELMo frozen, Peters et al. §3.3; others trained)
     overwrite: bool = False  # replace an earlier fine-tuning run in `out`
     resume: bool = False  # continue the interrupted run in `out` from its last checkpoint
     student_layers: int | None = None  # keep K of --model's N layers, one in N/K (DistilBERT §3); None: all
@@ -178,7 +179,8 @@ def predict_logits(model: TaskModel, task: Task, encoded: Encoded, pad: int, bat
         for at in tqdm(starts, desc=desc, unit="batch", leave=False, disable=not progress):
             chunk = order[at:at + batch_size]
             batch = task.collate([features[i] for i in chunk], pad)
-            batch = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+            keep = ("input_ids", "attention_mask", "token_type_ids", *model.backbone.input_names)
+            batch = {k: v for k, v in batch.items() if k in keep}
             logits = model(**_to_device(batch, device), heads=(HEAD,)).heads[HEAD].logits
             for row, i in enumerate(chunk):
                 out[i] = task.trim_logits(features[i], logits[row])
@@ -190,6 +192,8 @@ def evaluate_examples(model: TaskModel, task: Task, examples: list[Any], tokeniz
                       batch_size: int, device: torch.device, bf16: bool | None = None, progress: bool = False
                       ) -> tuple[list[Any], dict[str, float]]:
     """Predictions and metrics (percent) for labelled examples."""
+    if isinstance(task, text_to_text.TextToTextTask):  # generates, then scores the text
+        return task.evaluate(model, examples, tokenizer, max_length, batch_size, device, _autocast(device, bf16))
     labels = label_names_of(model)
     encoded = task.encode(examples, tokenizer, max_length, labels, train=False)
     logits = predict_logits(model, task, encoded, pad_id(tokenizer), batch_size, device, bf16, progress, "dev")
@@ -236,7 +240,9 @@ def finetune(cfg: FinetuneConfig, callbacks: tuple[StepCallback, ...] = ()) -> d
 def _finetune(cfg: FinetuneConfig, info: DistInfo, device: torch.device,
               callbacks: tuple[StepCallback, ...]) -> dict[str, Any]:
     set_seed(cfg.seed)
-    task = get_task(cfg.task, cfg.options)
+    seq2seq = text_to_text.is_encoder_decoder(cfg.model)  # T5: every task as text to text
+    task = text_to_text.get_text_task(cfg.task, cfg.options) if seq2seq else get_task(cfg.task, cfg.options)
+    lr_given = cfg.lr is not None
     cfg = apply_recipe(cfg, task)
     max_length = cfg.max_length or default_max_length(cfg.task)
     out = Path(cfg.out)
@@ -252,8 +258,12 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, device: torch.device,
     labels = task.label_names(train_examples)
     model_dir = Path(cfg.model)
     tokenizer = load_task_tokenizer(model_dir)
-    model = keep_layers(load_backbone_with_head(model_dir, task.head_spec(labels)), cfg.student_layers).to(device)
+    model = (text_to_text.load_model(model_dir, HEAD) if seq2seq
+             else keep_layers(load_backbone_with_head(model_dir, task.head_spec(labels)), cfg.student_layers)).to(device)
     model, tokenizer, task = gpt_finetuning.adapt(model, tokenizer, task, HEAD)  # decoders: GPT-1 §3.3
+    task = finetune_inputs.task_for(model, tokenizer, task)  # e.g. ELMo's characters in every batch
+    if finetune_inputs.feature_based(model, cfg.update_backbone) and not lr_given:
+        cfg = dataclasses.replace(cfg, lr=FEATURE_BASED_LR)
     if max_length > model.config.max_position_embeddings - model.config.position_offset:
         raise ValueError(f"--max-length {max_length} exceeds the model's positions")
     encoded = task.encode(train_examples, tokenizer, max_length, labels, train=True)

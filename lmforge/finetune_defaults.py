@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-TASK_TYPES = ("classification", "pair_classification", "regression", "tagging", "qa", "multiple_choice")
+TASK_TYPES = ("classification", "pair_classification", "regression", "tagging", "qa", "multiple_choice",
+              "text_to_text")
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,17 @@ RECIPES: dict[str, Recipe] = {
     # SWAG: BERT §4.4, 3 epochs at 2e-5, batch 16. No SWAG data here: the paper's values, unmeasured.
     "multiple_choice": Recipe(2e-5, 16, 3.0, evals_per_epoch=1,
                               evidence="BERT §4.4 (SWAG); not measured here (no SWAG data)"),
+    # T5 text to text (lmforge.text_to_text): T5 §3.1.2 fine-tunes at a constant 1e-3 with Adafactor; with
+    # AdamW a smaller peak is used. Not measured here yet.
+    "text_to_text": Recipe(3e-4, 32, 3.0, evals_per_epoch=1,
+                           evidence="T5 §3.1.2 (Adafactor, constant 1e-3); AdamW 3e-4 not yet measured here"),
 }
+
+
+# A frozen backbone (feature-based: ELMo §3.3) leaves only a new head and the scalar mix to train,
+# from scratch: the task models of Peters et al. 2018 train with Adam at 1e-3 (AllenNLP's configs),
+# where the rates above, made for updating a pre-trained Transformer, would barely move the head.
+FEATURE_BASED_LR = 1e-3
 
 
 def recipe_for(task_type: str) -> Recipe:

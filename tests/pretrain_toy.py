@@ -105,7 +105,8 @@ class ToyPretrainingData(torch.utils.data.Dataset):
 
 def tiny_overrides(kind: str, run_dir: str, **extra: str) -> list[str]:
     """Dotted overrides for a CPU-second-sized run on ToyPretrainingData."""
-    preset = "gpt2-mini" if kind == "clm" else ("electra-small-discriminator" if kind == "electra" else "bert-tiny")
+    preset = {"clm": "gpt2-mini", "electra": "electra-small-discriminator", "span_corruption": "t5-mini"}.get(
+        kind, "bert-tiny")
     items = {
         "run_dir": run_dir, "model.preset": preset, "objective.kind": kind, "objective.max_seq_len": "16",
         "model.overrides.hidden_size": "32", "model.overrides.num_heads": "2", "model.overrides.num_layers": "2",
@@ -119,6 +120,11 @@ def tiny_overrides(kind: str, run_dir: str, **extra: str) -> list[str]:
             del items[f"model.overrides.{key}"]
         items.update({"model.preset": "elmo-cpu", "model.overrides.filters": "[[1,8],[2,8],[3,16]]",
                       "model.overrides.lstm_dim": "32", "model.overrides.projection_dim": "16"})
+    if kind == "plm":  # XLNet's permutation LM trains XLNet's own backbone
+        items["model.preset"] = "xlnet-cpu"
+    if kind == "translation":  # an encoder-decoder; one token-budget batch per example (max_tokens)
+        items.update({"model.preset": "transformer-small", "model.overrides.num_decoder_layers": "1",
+                      "objective.max_tokens": extra.get("objective.max_seq_len", items["objective.max_seq_len"])})
     if kind == "electra":
         items["model.overrides.embedding_size"] = "16"
         items["electra.generator_size"] = "0.5"

@@ -133,7 +133,7 @@ def test_no_weights_and_bad_json_are_clear(tmp_path):
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("changes,message", [
     ({"position_embedding_type": "relative_key"}, "position_embedding_type='relative_key' is not supported"),
-    ({"model_type": "t5"}, "model_type 't5' is not supported"),
+    ({"model_type": "mamba"}, "model_type 'mamba' is not supported"),
     ({"architectures": ["BertLMHeadModel"]}, "BertLMHeadModel is not supported"),
     ({"architectures": ["BertForSequenceClassification"], "problem_type": "multi_label_classification"},
      "multi_label_classification"),

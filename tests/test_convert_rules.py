@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmforge.config import FAMILIES, ModelConfig
+from lmforge.config import ALL_FAMILIES, PRESET_CLASSES
 from lmforge.convert import ADAPTERS
 from lmforge.convert.families import adapter_of
 from lmforge.convert.mapping import ConversionError, compile_map, hf_to_ours, ours_to_hf
@@ -227,10 +227,10 @@ def test_unknown_range_is_named():
 def test_every_family_has_a_consistent_adapter():
     """Each lmforge family exports through one adapter; every head kind an architecture carries
     has rules, and every head style names a kind the family has."""
-    assert sorted(a.family for a in ADAPTERS.values()) == sorted(FAMILIES)
-    for family in FAMILIES:
+    assert sorted(a.family for a in ADAPTERS.values()) == sorted(ALL_FAMILIES)
+    for family in ALL_FAMILIES:
         adapter = adapter_of(family)
-        config = ModelConfig.from_name(adapter.preset)
+        config = PRESET_CLASSES[adapter.preset].from_name(adapter.preset)
         rules = adapter.key_map(config)
         kinds = {k for arch_kinds in adapter.architectures.values() for k in arch_kinds}
         assert kinds <= set(rules.heads), family

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from pretrain_toy import ToyPretrainingData, tiny_overrides
 
@@ -74,3 +75,12 @@ def test_electra_pretraining_saves_discriminator_and_generator(tmp_path):
     assert set(disc.heads) == {"rtd"} and set(gen.heads) == {"mlm"}
     assert torch.equal(disc.backbone.embeddings.tok.weight, gen.backbone.embeddings.tok.weight)
     assert gen.config.hidden_size < disc.config.hidden_size
+
+
+@pytest.mark.parametrize("preset", ["bert-mini", "electra-small-discriminator", "roberta-base"])
+def test_generator_of_any_encoder_preset_builds(preset):
+    """A BERT or RoBERTa discriminator (a pooler-classifier preset) gets a generator without a pooler."""
+    disc = ModelConfig.from_name(preset)
+    gen = generator_config(disc, 0.25)
+    assert not gen.pooler and gen.embedding_size == disc.embedding_size and gen.vocab_size == disc.vocab_size
+    ElectraModel(disc.replace(num_layers=1), gen.replace(num_layers=1, num_layer_groups=1))

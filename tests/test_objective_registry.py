@@ -29,6 +29,8 @@ METRICS = {
     "clm": {"lm_loss", "lm_accuracy", "perplexity"},
     "distill": {"mlm_loss", "mlm_accuracy", "mlm_perplexity"},
     "tinybert": {"mlm_loss", "mlm_accuracy", "mlm_perplexity"},
+    "span_corruption": {"lm_loss", "lm_accuracy", "lm_perplexity"},
+    "translation": {"seq2seq_lm_loss", "seq2seq_lm_accuracy"},  # no perplexity of a label-smoothed loss
 }
 
 
@@ -41,6 +43,37 @@ def prepared(tmp_path_factory):
     corpus = root / "corpus.txt"
     corpus.write_text("\n\n".join("\n".join(d) for d in docs) + "\n")
     prepare(PrepareConfig(tokenizer=str(root / "tok"), inputs=[str(corpus)], out=str(root / "out"), progress=False))
+    return root / "out"
+
+
+@pytest.fixture(scope="module")
+def prepared_t5(tmp_path_factory):
+    """The same documents with a T5 tokenizer (its </s> and the sentinels span corruption needs)."""
+    from lmforge.tokenizers import train_tokenizer
+
+    root = tmp_path_factory.mktemp("registry_t5")
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n\n".join("\n".join(d) for d in _corpus(n_docs=12)) + "\n")
+    (root / "tok").mkdir()
+    train_tokenizer("unigram", [corpus], 300, family="t5", min_frequency=1).save(str(root / "tok" / "tokenizer.json"))
+    prepare(PrepareConfig(tokenizer=str(root / "tok"), inputs=[str(corpus)], out=str(root / "out"), progress=False))
+    return root / "out"
+
+
+@pytest.fixture(scope="module")
+def parallel(prepared, tmp_path_factory):
+    """Sentence pairs prepared with the same tokenizer, each side 16-31 tokens with its end token, so that
+    with max_seq_len = max_tokens = 32 every token-budget batch (one translation example) is one pair."""
+    from tokenizers import Tokenizer
+
+    root = tmp_path_factory.mktemp("parallel")
+    tok = Tokenizer.from_file(str(prepared / "tokenizer" / "tokenizer.json"))
+    sents = [s for d in _corpus(n_docs=60, seed=3) for s in d]
+    sents = [s for s in sents if 16 <= len(tok.encode(s, add_special_tokens=False).ids) + 1 <= 31]
+    (root / "src.txt").write_text("\n".join(sents[0::2][:40]) + "\n")
+    (root / "tgt.txt").write_text("\n".join(sents[1::2][:40]) + "\n")
+    prepare(PrepareConfig(tokenizer=str(prepared / "tokenizer"), inputs=[str(root / "src.txt"), str(root / "tgt.txt")],
+                          out=str(root / "out"), format="parallel", progress=False))
     return root / "out"
 
 
@@ -110,7 +143,12 @@ def teacher(prepared, tmp_path_factory):
 
 
 @pytest.mark.parametrize("kind", sorted(OBJECTIVES))
-def test_each_registered_objective_builds_a_model_and_a_batch(kind, prepared, teacher, tmp_path):
+def test_each_registered_objective_builds_a_model_and_a_batch(kind, prepared, prepared_t5, parallel, teacher,
+                                                              tmp_path):
+    if kind == "span_corruption":
+        prepared = prepared_t5
+    if kind == "translation":  # sentence pairs, not documents
+        prepared = parallel
     config = _config(kind, prepared, tmp_path, teacher if getattr(OBJECTIVES[kind], "needs_teacher", False) else None)
     data = PretrainingDataset(prepared, config.objective, seed=1)
     assert len(data) > 4

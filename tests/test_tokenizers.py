@@ -334,7 +334,7 @@ def test_train_argument_errors(corpus):
     with pytest.raises(ValueError, match="unknown tokenizer kind"):
         train_tokenizer("sentencepiece", corpus, 1000)
     with pytest.raises(ValueError, match="unknown tokenizer family"):
-        train_tokenizer("bpe", corpus, 1000, family="t5")
+        train_tokenizer("bpe", corpus, 1000, family="t9")
     with pytest.raises(ValueError, match="gpt2.*has none"):
         train_tokenizer("wordpiece", corpus, 1000, family="gpt2")
     with pytest.raises(ValueError, match="leaves no room"):

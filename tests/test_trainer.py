@@ -58,6 +58,7 @@ def test_recipes_match_their_papers():
     assert recipes["electra"].objective.kind == "electra" and recipes["electra"].electra.disc_weight == 50.0
     assert recipes["gpt"].objective.kind == "clm"
     assert recipes["quickstart"].objective.kind == "mlm_nsp" and recipes["quickstart"].model.preset == "bert-mini"
+    assert recipes["elmo"].objective.kind == "bilm" and recipes["elmo"].model.preset == "elmo-cpu"
 
 
 # ------------------------------------------------------------------------------------ data order

@@ -422,6 +422,8 @@ def test_cli_choices_agree_with_the_modules_that_own_them():
         assert get_task(name).name in choices.TASK_NAMES  # every offered name resolves to a task
     assert tuple(GLUE) == choices.GLUE_TASKS and set(GLUE_DIRS) == set(GLUE)
     assert KINDS == choices.TOKENIZER_KINDS
+    from lmforge.text_to_text import GLUE_FORMATS
+    assert set(GLUE_FORMATS) == set(choices.GLUE_TASKS)  # every GLUE task has its T5 text format
 
     from lmforge.cli import embed
     from lmforge.features import POOLINGS
@@ -565,7 +567,7 @@ def test_shipped_recipe_by_name_from_any_directory_and_print_config(tmp_path, mo
     assert printed["model"]["init_from"] == "" and printed["export"] == {"hf": False}
     assert not (tmp_path / "runs").exists()  # nothing trained
     code, _, err = cli(["pretrain", "--config", "nosuch", "--print-config"], capsys)
-    assert code == 2 and "shipped recipes: albert, bert, distilbert, electra, gpt, quickstart, roberta, tinybert" in err
+    assert code == 2 and "shipped recipes: albert, bert, distilbert, electra, elmo, gpt, quickstart, roberta, t5, tinybert, transformer, xlnet" in err
 
 
 def test_verbosity_flags_set_lmforge_log_level(capsys):

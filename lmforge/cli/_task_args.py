@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from lmforge.choices import TASK_DATA_FORMATS, TASK_NAMES
+from lmforge.choices import TASK_DATA_FORMATS, TASK_NAMES, TEXT_TASKS
 
 if TYPE_CHECKING:
     from lmforge.tasks import Task, TaskOptions
@@ -41,7 +41,8 @@ def bounded(kind: type, least: float | None = None, above: float | None = None,
 def add_task_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
     """`required=False` (evaluate, predict): the task comes from the run's task.json; --task is checked."""
     parser.add_argument("--task", required=required,
-                        help=f"one of: {', '.join(TASK_NAMES)}" + ("" if required else
+                        help=f"one of: {', '.join(TASK_NAMES)}; with an encoder-decoder (T5), text to text: "
+                             f"{', '.join(TEXT_TASKS)}" + ("" if required else
                                                                    " (default: the task the run was trained on)"))
     group = parser.add_argument_group("data reading (defaults: as the benchmark ships)")
     group.add_argument("--text-column", help="generic classification: column with the text")
@@ -61,13 +62,16 @@ def add_task_arguments(parser: argparse.ArgumentParser, required: bool = True) -
     group.add_argument("--null-score-threshold", type=float, help="SQuAD v2: null-vs-span margin (0.0)")
     group.add_argument("--train-articles", help="QA: slice of articles used for training, e.g. 0:40")
     group.add_argument("--eval-articles", help="QA: slice of articles used for evaluation, e.g. -8:")
+    group.add_argument("--source-column", help="text2text (T5): column with the input text")
+    group.add_argument("--target-column", help="text2text (T5): column with the output text")
     group.add_argument("--train-file", help="training file (overrides the task's file name under --data)")
     group.add_argument("--dev-file", help="dev file (overrides the task's file name under --data)")
 
 
 _FIELDS = ("text_column", "text_pair_column", "label_column", "regression", "format", "tag_column",
            "tag_scheme", "doc_stride", "max_query_length", "n_best", "max_answer_length",
-           "null_score_threshold", "train_articles", "eval_articles", "train_file", "dev_file")
+           "null_score_threshold", "train_articles", "eval_articles", "source_column", "target_column",
+           "train_file", "dev_file")
 
 
 def task_options(args: argparse.Namespace, base: dict | None = None) -> TaskOptions:

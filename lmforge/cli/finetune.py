@@ -65,6 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto (CUDA if present; default), cpu, cuda, cuda:1, ...")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bfloat16 autocast (default: on CUDA)")
+    p.add_argument("--update-backbone", action="store_true", default=None,
+                   help="train the pre-trained weights too where the model is used frozen by default (ELMo: "
+                        "Peters et al. 2018 §3.3 freezes the biLM and learns only the scalar mix and the head)")
     p.add_argument("--overwrite", action="store_true", default=None, help="replace an earlier fine-tuning run in --out")
     p.add_argument("--resume", action="store_true", default=None,
                    help="continue the interrupted run in --out from its last checkpoint (same arguments)")

@@ -83,6 +83,7 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from lmforge import translate
     from lmforge.convert import load_pretrained
     from lmforge.finetune import resolve_device
     from lmforge.generate import GenerationConfig, generate, lm_head
@@ -101,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_pretrained(model_dir)
     lm_head(model)  # a model without a causal LM head cannot generate: a one-line error
     tokenizer = load_tokenizer(model_dir)
+    seq2seq = hasattr(model.backbone, "encode")
+    source_end = [translate.special_ids(tokenizer, model)[0]] if seq2seq else []
     ids = special_ids(model_dir, tokenizer)
     if ids["decoder_start_token_id"] is None:  # an encoder-decoder's own start token (Marian/T5: the pad id)
         ids["decoder_start_token_id"] = getattr(model.config, "decoder_start_id", None)
@@ -120,10 +123,7 @@ def run(args: argparse.Namespace) -> int:
             for offset, tokens in enumerate(encoded):
                 if not tokens:
                     raise UserError(f"prompt {start + offset + 1} has no tokens after tokenization")
-            width = max(map(len, encoded))
-            pad = config.fill_id
-            input_ids = torch.tensor([[pad] * (width - len(t)) + t for t in encoded], device=device)
-            mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in encoded], device=device)
+            input_ids, mask = _batch(encoded, config.fill_id, source_end, seq2seq, device)
             on_token = _streamer(tokenizer) if stream and config.strategy != "beam" else None
             result = generate(model, input_ids, mask, config, on_token=on_token)
             for prompt, tokens in zip(chunk, result.tokens):
@@ -139,6 +139,24 @@ def run(args: argparse.Namespace) -> int:
         out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
         print(f"generate: {len(records)} continuations -> {out}", file=sys.stderr)
     return 0
+
+
+def _batch(encoded: list[list[int]], pad: int, source_end: list[int], seq2seq: bool, device):
+    """Decoder prompts are left-padded (positions count real tokens). An encoder-decoder's sources end
+    with the end-of-sentence token, as in training (lmforge.translate; Marian and T5 append </s>), and
+    are right-padded: the encoder's positions count from its first token, padding or not."""
+    import torch
+
+    rows = [t + source_end for t in encoded]
+    width = max(map(len, rows))
+    fills = [[pad] * (width - len(t)) for t in rows]
+    ones = [[1] * len(t) for t in rows]
+    zeros = [[0] * (width - len(t)) for t in rows]
+    if seq2seq:
+        ids, mask = [t + f for t, f in zip(rows, fills)], [o + z for o, z in zip(ones, zeros)]
+    else:
+        ids, mask = [f + t for t, f in zip(rows, fills)], [z + o for o, z in zip(ones, zeros)]
+    return torch.tensor(ids, device=device), torch.tensor(mask, device=device)
 
 
 def _streamer(tokenizer):

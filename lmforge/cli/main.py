@@ -28,6 +28,7 @@ COMMANDS = {
     "embed": "one vector per input line (or per line and layer) to .npy",
     "compare": "compare runs: one table, one plot of their loss curves",
     "generate": "continue prompts with a GPT-style or encoder-decoder model",
+    "average": "average the weights of a run's last checkpoints (Vaswani et al. §6.1)",
 }
 
 

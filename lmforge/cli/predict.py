@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lmforge import gpt_finetuning
+    from lmforge import finetune_inputs, gpt_finetuning
     from lmforge.finetune import label_names_of, load_finetuned, predict_logits, resolve_device
     from lmforge.tasks.text import load_task_tokenizer, pad_id
 
@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     examples = task.read_inputs(Path(args.input))
     device = resolve_device(args.device)
     tokenizer = load_task_tokenizer(args.model)
+    task = finetune_inputs.task_for(model, tokenizer, task)
     labels = label_names_of(model)
     encoded = task.encode(examples, tokenizer, args.max_length or saved.get("max_length", 128), labels,
                           train=False)

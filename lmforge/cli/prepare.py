@@ -16,9 +16,11 @@ def register(subparsers) -> None:
     p.add_argument(
         "--format",
         default="auto",
-        choices=("auto", "bert", "lines", "jsonl"),
+        choices=("auto", "bert", "lines", "jsonl", "parallel"),
         help="bert: sentence per line, blank line between documents (WikiText titles detected); "
-        "lines: document per line; jsonl: JSON object per line; auto: guess per file",
+        "lines: document per line; jsonl: JSON object per line; auto: guess per file; "
+        "parallel: translation pairs, --input SRC TGT (aligned files) or one .tsv / .jsonl "
+        "(fields source, target), the same for --valid",
     )
     p.add_argument("--text-column", "--text-field", dest="text_field", default="text",
                    help="JSONL field or Parquet/Arrow column holding the document text (default: %(default)s)")

@@ -9,7 +9,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "pretrain", help="pre-train a model (MLM+NSP, RoBERTa MLM, ALBERT SOP, ELECTRA, GPT CLM)",
         description="Pre-train from a YAML recipe: a file, or one shipped with lmforge by name (bert, roberta, "
-                    "albert, electra, gpt, quickstart; in lmforge/recipes/). Multi-GPU/multi-node: launch with "
+                    "albert, electra, gpt, quickstart, xlnet; in lmforge/recipes/). Multi-GPU/multi-node: launch with "
                     "`torchrun --nproc_per_node N -m lmforge pretrain ...`.")
     parser.add_argument("--config", required=True, metavar="FILE_OR_NAME",
                         help="YAML recipe file, or the name of a shipped recipe (e.g. bert)")

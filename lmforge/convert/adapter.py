@@ -85,8 +85,10 @@ def _no_head_checks(config: ModelConfig, heads: HeadSpecs) -> None:
 @dataclass(frozen=True)
 class Adapter:
     """One HF family. `architectures` maps a class-name suffix to the head kinds it carries;
-    `unsupported` the suffixes HF has that lmforge refuses, with the reason; `head_styles` how HF's
-    head of a kind reads the sequence ("pooler", "first_mlp", "last_token")."""
+    `encoder_architectures` the same for the encoder alone of an encoder-decoder family (T5EncoderModel),
+    chosen on export when the model has no decoder layers; `unsupported` the suffixes HF has that lmforge
+    refuses, with the reason; `head_styles` how HF's head of a kind reads the sequence ("pooler",
+    "first_mlp", "last_token")."""
 
     model_type: str
     family: str
@@ -98,6 +100,7 @@ class Adapter:
     from_hf: Callable[[HFSource], dict[str, Any]]  # ModelConfig fields
     to_hf: Callable[[ModelConfig], dict[str, Any]]  # the family's config.json fields
     check_exportable: Callable[[ModelConfig], None]
+    encoder_architectures: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     unsupported: Mapping[str, str] = field(default_factory=dict)
     head_styles: Mapping[str, str] = field(default_factory=dict)
     check_heads: Callable[[ModelConfig, HeadSpecs], None] = _no_head_checks
@@ -115,17 +118,22 @@ class Adapter:
         if not arch.startswith(self.class_prefix):
             raise ConfigError(f"{where}: architecture {arch!r} does not belong to model_type {self.model_type!r}")
         suffix = arch[len(self.class_prefix):]
-        if suffix in self.architectures:
-            return arch, self.architectures[suffix]
+        known = {**self.architectures, **self.encoder_architectures}
+        if suffix in known:
+            return arch, known[suffix]
         if suffix in self.unsupported:
             raise ConfigError(f"{where}: {arch} is not supported: {self.unsupported[suffix]}")
         raise ConfigError(f"{where}: unknown architecture {arch!r}; supported for {self.family}: "
-                          + ", ".join(self.class_prefix + s for s in self.architectures))
+                          + ", ".join(self.class_prefix + s for s in known))
 
-    def architecture_for(self, kinds: tuple[str, ...]) -> str:
-        """The HF class for a model with heads of these kinds."""
-        for suffix, arch_kinds in self.architectures.items():
+    def architecture_for(self, kinds: tuple[str, ...], config: ModelConfig | None = None) -> str:
+        """The HF class for a model with heads of these kinds (and, given its config, for the encoder
+        alone when the family has encoder-only classes and the model no decoder)."""
+        table = self.architectures
+        if self.encoder_architectures and config is not None and not config.num_decoder_layers:
+            table = self.encoder_architectures
+        for suffix, arch_kinds in table.items():
             if sorted(arch_kinds) == sorted(kinds):
                 return self.class_prefix + suffix
         raise ConfigError(f"heads {sorted(kinds)} have no HF {self.family} architecture; HF has "
-                          + ", ".join(f"{self.class_prefix}{s} {list(k)}" for s, k in self.architectures.items()))
+                          + ", ".join(f"{self.class_prefix}{s} {list(k)}" for s, k in table.items()))

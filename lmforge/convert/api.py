@@ -77,7 +77,7 @@ def save_hf(model: TaskModel, out_dir: str | Path) -> Path:
     tied = model.tied_keys()
     state = {k: v.detach() for k, v in full.items() if k not in tied}
     hf_state = ours_to_hf(state, cmap, f"{model.config.family} model")
-    if specs:  # head models keep the backbone under the base-model prefix
+    if specs and adapter_of(model.config.family).base_prefix:  # head models: backbone under the base prefix
         backbone = cmap.backbone_names()
         prefix = adapter_of(model.config.family).base_prefix + "."
         hf_state = {(prefix + k if k in backbone else k): v for k, v in hf_state.items()}

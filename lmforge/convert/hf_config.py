@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lmforge.config import ModelConfig
+from lmforge.config import PRESET_CLASSES, ModelConfig
 from lmforge.convert.adapter import Adapter, ConfigError, HeadSpecs, HFSource
 from lmforge.convert.families import adapter_for, adapter_of
 
@@ -67,12 +67,13 @@ def from_hf_config(hf: dict[str, Any], where: str = "config.json",
     adapter = adapter_for(hf, where)
     arch, kinds = adapter.architecture(hf, where)
     heads = _heads(kinds, hf, where)
-    fields = adapter.from_hf(HFSource(hf, where, kinds, state_keys))
-    fields.update(vocab_size=hf["vocab_size"], pad_token_id=hf.get("pad_token_id"),
+    # the common fields, unless the family reads them its own way (T5's tying, its initializer_factor)
+    fields = dict(vocab_size=hf["vocab_size"], pad_token_id=hf.get("pad_token_id"),
                   initializer_range=float(hf.get("initializer_range") or 0.02),
                   tie_word_embeddings=bool(hf.get("tie_word_embeddings", True)))
+    fields.update(adapter.from_hf(HFSource(hf, where, kinds, state_keys)))
     try:
-        config = ModelConfig.from_name(adapter.preset, **fields)
+        config = PRESET_CLASSES[adapter.preset].from_name(adapter.preset, **fields)  # XLNet: its own class
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where}: {err}") from None
     return HFModelInfo(family=adapter.family, architecture=arch, config=config, heads=heads, adapter=adapter)
@@ -101,7 +102,7 @@ def to_hf_config(config: ModelConfig, heads: HeadSpecs) -> dict[str, Any]:
     """The HF config.json for a model with these heads (specs keyed by head name)."""
     adapter = adapter_of(config.family)
     adapter.check_exportable(config)
-    arch = adapter.architecture_for(tuple(spec["kind"] for spec in heads.values()))
+    arch = adapter.architecture_for(tuple(spec["kind"] for spec in heads.values()), config)
     hf: dict[str, Any] = {"architectures": [arch], "model_type": adapter.model_type,
                           "vocab_size": config.vocab_size, "initializer_range": config.initializer_range,
                           "pad_token_id": config.pad_token_id, "tie_word_embeddings": config.tie_word_embeddings}

@@ -112,6 +112,27 @@ def _rows(source: Path, target: Path | None, fields: tuple[str, str],
                      "otherwise give the source and the target file")
 
 
+def read_aligned(source: str | Path, target: str | Path) -> tuple[list[str], list[str]]:
+    """Every line of two aligned files, for scoring a test set (nothing may be skipped there): files of
+    different lengths and empty source lines are refused with the file and line."""
+    stats = ParallelStats()
+    sources: list[str] = []
+    targets: list[str] = []
+    for where, a, b in _aligned(Path(source), Path(target), stats):
+        if not a.strip():
+            raise ValueError(f"{where}: empty source line; every line of a test set must be translated")
+        sources.append(a.strip())
+        targets.append(b.strip())
+    return sources, targets
+
+
+def pair_records(pairs: ParallelText) -> Iterator[tuple[bool, str]]:
+    """The pairs as `lmforge prepare` records: each pair one document of two sentences, source first."""
+    for a, b in zip(pairs.sources, pairs.targets):
+        yield True, a
+        yield False, b
+
+
 def read_parallel(source: str | Path, target: str | Path | None = None, *,
                   fields: tuple[str, str] = ("source", "target"), max_ratio: float = MAX_RATIO) -> ParallelText:
     """The kept pairs (whitespace around each side stripped) and what was skipped (module docstring)."""

@@ -36,6 +36,7 @@ from lmforge.data.encode import (
     special_tokens,
     tokenizer_file,
 )
+from lmforge.data.parallel import pair_records, read_parallel
 from lmforge.data.reader import ReadStats, check_input, expand_inputs, is_compressed, read_records
 from lmforge.data.shards import _SplitWriter, token_dtype
 from lmforge.tokenizers import copy_tokenizer_files, vocab_fingerprint
@@ -63,8 +64,13 @@ class PrepareConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.format not in ("auto", "bert", "lines", "jsonl"):
-            raise ValueError(f"--format must be auto, bert, lines or jsonl, not {self.format!r}")
+        if self.format not in ("auto", "bert", "lines", "jsonl", "parallel"):
+            raise ValueError(f"--format must be auto, bert, lines, jsonl or parallel, not {self.format!r}")
+        if self.format == "parallel":
+            for name, files in (("--input", self.inputs), ("--valid", self.valid)):
+                if len(files) > 2 or (name == "--input" and not files):
+                    raise ValueError(f"--format parallel: {name} takes a source and a target file, or one "
+                                     f".tsv/.jsonl file of pairs; got {len(files)} files")
         if not 0.0 <= self.valid_fraction < 1.0:
             raise ValueError(f"--valid-fraction must be in [0, 1), got {self.valid_fraction}")
         if self.valid_fraction and self.valid:
@@ -191,10 +197,14 @@ def _prepare_into(out: Path, config: PrepareConfig, tok, tok_path: Path, train_f
     total_bytes = None if any(map(is_compressed, files)) else sum(p.stat().st_size for p in files)
     began = time.perf_counter()
     bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="prepare", disable=not config.progress, smoothing=0.1)
+    pair_stats: dict[str, dict] = {}
     for files, forced in ((train_files, None), (valid_files, "valid")):
         if not files:
             continue
-        records = read_records(files, config.format, config.text_field, stats)
+        if config.format == "parallel":
+            records = _pair_records(files, stats, pair_stats, forced or "train")
+        else:
+            records = read_records(files, config.format, config.text_field, stats)
         done = stats.bytes
         for enc in _ordered_map(_chunks(records, config.chunk_bytes), config.workers, str(tok_path)):
             router.feed(enc, forced)
@@ -223,12 +233,26 @@ def _prepare_into(out: Path, config: PrepareConfig, tok, tok_path: Path, train_f
         special_tokens=special.to_dict(),
         splits={s: w.summary() for s, w in writers.items()},
         read=stats.to_dict() | dict(empty_documents_after_tokenization=router.empty_after_tokenization),
+        **({"parallel": pair_stats} if pair_stats else {}),
         config=asdict(config) | dict(inputs=[str(p) for p in train_files], valid=[str(p) for p in valid_files]),
         seconds=round(elapsed, 3),
         mb_per_s=round(stats.bytes / 1e6 / max(elapsed, 1e-9), 3),
     )
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))  # last: its presence means "complete"
     return manifest
+
+
+def _pair_records(files: list[Path], stats: ReadStats, pair_stats: dict[str, dict],
+                  split: str) -> Iterator[tuple[bool, str]]:
+    """Parallel text as records: one document per kept pair, source sentence then target sentence
+    (lmforge.data.parallel; misaligned files are refused, bad pairs skipped and counted)."""
+    pairs = read_parallel(files[0], files[1] if len(files) > 1 else None)
+    stats.files += len(files)
+    stats.bytes += sum(len(text.encode("utf-8")) + 1 for text in pairs.sources + pairs.targets)  # kept text
+    stats.documents += pairs.stats.pairs
+    stats.invalid_utf8_lines += pairs.stats.invalid_utf8_lines
+    pair_stats[split] = pairs.stats.to_dict()
+    return pair_records(pairs)
 
 
 def check_out(out: Path) -> None:
@@ -299,4 +323,8 @@ def summary_lines(manifest: dict) -> list[str]:
     }
     lines.append("skipped/repaired: " + ", ".join(f"{v} {k}" for k, v in skipped.items()))
     lines.extend(f"  {note}" for note in read["examples"])
+    for split, pairs in manifest.get("parallel", {}).items():
+        lines.append(f"{split} pairs: {pairs['pairs']} kept of {pairs['lines']}; skipped {pairs['empty']} with an "
+                     f"empty side, {pairs['ratio_outliers']} length-ratio outliers")
+        lines.extend(f"  {note}" for note in pairs["examples"])
     return lines

@@ -7,7 +7,7 @@ from typing import Any
 from lmforge.config import ModelConfig
 from lmforge.heads.base import Head, HeadOutput
 from lmforge.heads.bilm import BiLMHead
-from lmforge.heads.lm import IGNORE, CausalLMHead, MaskedLMHead, Seq2SeqLMHead
+from lmforge.heads.lm import IGNORE, CausalLMHead, MaskedLMHead, PermutationLMHead, Seq2SeqLMHead
 from lmforge.heads.pretraining import ReplacedTokenHead, SegmentPairHead, SentenceOrderHead
 from lmforge.heads.tasks import (
     MultipleChoiceHead,
@@ -23,6 +23,7 @@ HEADS: dict[str, type[Head]] = {
         MaskedLMHead,
         CausalLMHead,
         Seq2SeqLMHead,
+        PermutationLMHead,
         SegmentPairHead,
         SentenceOrderHead,
         ReplacedTokenHead,

@@ -10,6 +10,7 @@ from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.models.backbone import Backbone, BackboneOutput
+from lmforge.nn.scalar_mix import ScalarMix
 
 
 @dataclass
@@ -25,19 +26,39 @@ class Head(nn.Module):
 
     `spec` holds the constructor arguments, so `config.json` can rebuild the head; `label_key`
     names the batch entry with its targets, so several heads can train together (MLM + NSP).
+    `scalar_mix` (the number of hidden states, or None) makes `representation` ELMo's task vector
+    gamma * sum_j s_j h_j over every layer (Peters et al. 2018 §3.2 eq. 1) instead of the last layer.
     """
 
     kind: ClassVar[str]
     default_label_key: ClassVar[str] = "labels"
 
     def __init__(self, config: ModelConfig, backbone: Backbone, *, label_key: str | None = None,
-                 loss_weight: float = 1.0) -> None:
+                 loss_weight: float = 1.0, scalar_mix: int | None = None) -> None:
         super().__init__()
         self.label_key = label_key or self.default_label_key
         self.loss_weight = loss_weight
+        self.scalar_mix = scalar_mix  # None: not asked; 0: asked not to mix (recorded in the spec)
+        self.mix = ScalarMix(scalar_mix) if scalar_mix else None
+
+    @property
+    def reads_hidden_states(self) -> bool:
+        """Whether the backbone must return every layer's states for this head (TaskModel asks)."""
+        return self.mix is not None
+
+    def representation(self, out: BackboneOutput) -> torch.Tensor:
+        """(B, T, H): the scalar mix of all hidden states when the head has one, else the last layer."""
+        if self.mix is None:
+            return out.last_hidden_state
+        if out.hidden_states is None:
+            raise ValueError(f"head {self.kind!r} mixes the hidden states; call the backbone with output_hidden_states")
+        return self.mix(out.hidden_states)
 
     def spec(self) -> dict[str, Any]:
-        return {"kind": self.kind, "label_key": self.label_key, "loss_weight": self.loss_weight}
+        spec = {"kind": self.kind, "label_key": self.label_key, "loss_weight": self.loss_weight}
+        if self.scalar_mix is not None:  # only then: specs saved before the mix existed stay equal
+            spec["scalar_mix"] = self.scalar_mix
+        return spec
 
     def forward(self, out: BackboneOutput, batch: dict[str, Any]) -> HeadOutput:  # pragma: no cover
         raise NotImplementedError
@@ -52,6 +73,22 @@ class Head(nn.Module):
         if not sums.get(f"{name}_n") or f"{name}_correct" not in sums:
             return {}
         return {f"{name}_accuracy": sums[f"{name}_correct"] / sums[f"{name}_n"]}
+
+
+def default_scalar_mix(config: ModelConfig, backbone: Backbone, scalar_mix: int | None) -> int | None:
+    """A task head's mix when its spec names none: every hidden state where the config says task heads
+    read the mix (ELMo, Peters et al. 2018 §3.3), else none."""
+    if scalar_mix is None and getattr(config, "task_layer_mix", False):
+        return backbone.num_hidden_states()
+    return scalar_mix
+
+
+def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, T, H) -> (B, H): the mean over real tokens."""
+    if attention_mask is None:
+        return hidden.mean(1)
+    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
 def first_token(hidden: torch.Tensor) -> torch.Tensor:

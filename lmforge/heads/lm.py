@@ -131,7 +131,9 @@ class CausalLMHead(_VocabularyHead):
 
 class Seq2SeqLMHead(_VocabularyHead):
     """The decoder's output projection of an encoder-decoder (Vaswani et al. §3.4: tied to the one token
-    table shared by encoder and decoder) plus a vocabulary bias (HF Marian's `final_logits_bias`).
+    table shared by encoder and decoder) plus a vocabulary bias (HF Marian's `final_logits_bias`; T5, whose
+    config has `bias=False`, has none). With `output_scale` (T5 v1.0) the decoder's output is multiplied by
+    d_model^-0.5 before the projection: the token table is ~N(0, 1), so unscaled logits would be too large.
 
     Decoder position t predicts `labels[t]`: unlike the GPT head nothing is shifted here, because the
     decoder's inputs are already the labels shifted right behind `decoder_start_token_id` (built by the
@@ -148,12 +150,17 @@ class Seq2SeqLMHead(_VocabularyHead):
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = float(label_smoothing)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.decoder.output_projection = True  # init role (lmforge.nn.init.fan_in_init)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size)) if config.bias else None
+        self.output_scale = config.hidden_size ** -0.5 if config.output_scale else None
         if config.tie_word_embeddings:
             self.decoder.weight = backbone.input_embeddings().weight
 
     def spec(self) -> dict[str, Any]:
         return {**super().spec(), "label_smoothing": self.label_smoothing}
+
+    def transform(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden if self.output_scale is None else hidden * self.output_scale
 
     def metrics(self, name: str, sums: dict[str, float]) -> dict[str, float]:
         """Loss and accuracy; no perplexity when smoothing, since exp(smoothed loss) is not one."""
@@ -168,3 +175,32 @@ class Seq2SeqLMHead(_VocabularyHead):
             return HeadOutput(logits=self.logits(out.last_hidden_state))  # (B, T, V)
         selected = labels.ne(IGNORE)  # (B, T): target padding is IGNORE
         return self.loss_at(out.last_hidden_state[selected], labels[selected])
+
+
+class PermutationLMHead(_VocabularyHead):
+    """XLNet §2.3: the query stream's state g_{z_t} predicts x_{z_t} through a Linear with a bias tied
+    to the token table (the reference's `lm_loss`). Reads the query stream (B, M, H) when the backbone
+    ran one (`target_mapping` given), else the content stream, as HF's XLNetLMHeadModel; labels line
+    up with whichever it reads, IGNORE where nothing is predicted."""
+
+    kind = "plm"
+    default_label_key = "plm_labels"
+
+    def __init__(self, config: ModelConfig, backbone: Backbone, **kw: Any) -> None:
+        super().__init__(config, backbone, **kw)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        if config.tie_word_embeddings:
+            self.decoder.weight = backbone.input_embeddings().weight
+
+    def forward(self, out: BackboneOutput, batch: dict[str, Any]) -> HeadOutput:
+        query = getattr(out, "query", None)
+        hidden = query if query is not None else out.last_hidden_state
+        labels = batch.get(self.label_key)
+        if labels is None:
+            return HeadOutput(logits=self.logits(hidden))  # (B, M or T, V)
+        if labels.shape != hidden.shape[:2]:
+            raise ValueError(f"{self.label_key} {tuple(labels.shape)} does not line up with the "
+                             f"{'query' if query is not None else 'content'} stream {tuple(hidden.shape[:2])}")
+        selected = labels.ne(IGNORE)
+        return self.loss_at(hidden[selected], labels[selected])

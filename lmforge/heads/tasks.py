@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lmforge.config import ModelConfig
-from lmforge.heads.base import Head, HeadOutput, first_token, last_real_token
+from lmforge.heads.base import Head, HeadOutput, default_scalar_mix, first_token, last_real_token, masked_mean
 from lmforge.heads.lm import IGNORE
 from lmforge.models.backbone import Backbone, BackboneOutput
 from lmforge.nn.activations import activation
@@ -22,14 +22,21 @@ class SequenceClassificationHead(Head):
     How the sequence vector is made follows the family (`ModelConfig.classifier_style`):
     - pooler (BERT, ALBERT): dropout over the pooled [CLS], then a Linear;
     - first_mlp (RoBERTa tanh, ELECTRA gelu, DistilBERT relu): [CLS] -> dense -> act -> Linear;
-    - last_token (GPT): a bias-free Linear over the last real token.
+    - last_token (GPT): a bias-free Linear over the last real token;
+    - last_mlp (XLNet, HF's "last" sequence summary): the last real token, <cls> -> dense -> tanh ->
+      dropout -> Linear.
+    - mean (ELMo): dropout over the states, their mean over real tokens, then a Linear. A biLM has no
+      sentence token: its first state's forward half has read one token, its last state's backward half
+      one, so the mean is the vector in which every word is seen with both directions' context.
+    With a `scalar_mix` the states are ELMo's task mix of all layers (Peters et al. 2018 §3.2-3.3).
     """
 
     kind = "classification"
 
     def __init__(self, config: ModelConfig, backbone: Backbone, *, num_labels: int | None = None,
-                 label_names: list[str] | None = None, style: str | None = None, **kw: Any) -> None:
-        super().__init__(config, backbone, **kw)
+                 label_names: list[str] | None = None, style: str | None = None,
+                 scalar_mix: int | None = None, **kw: Any) -> None:
+        super().__init__(config, backbone, scalar_mix=default_scalar_mix(config, backbone, scalar_mix), **kw)
         if num_labels is None:
             num_labels = len(label_names) if label_names else 2
         self.num_labels = num_labels
@@ -37,9 +44,11 @@ class SequenceClassificationHead(Head):
         self.style = style or config.classifier_style
         if self.style == "pooler" and getattr(backbone, "pooler", None) is None:
             raise ValueError(f"classifier style 'pooler' needs a pooler; this {config.family} model has none")
+        if self.style == "pooler" and self.mix is not None:
+            raise ValueError("classifier style 'pooler' reads the pooler, not a scalar mix of the layers")
         self.drop = Dropout(config.classifier_dropout)
         hidden = config.hidden_size
-        if self.style == "first_mlp":
+        if self.style in ("first_mlp", "last_mlp"):
             self.dense = nn.Linear(hidden, hidden)
             self.act = activation(config.classifier_activation)
         self.out = nn.Linear(hidden, num_labels, bias=self.style != "last_token")
@@ -51,10 +60,16 @@ class SequenceClassificationHead(Head):
     def scores(self, out: BackboneOutput) -> torch.Tensor:
         if self.style == "pooler":
             return self.out(self.drop(out.pooled))
+        hidden = self.representation(out)
         if self.style == "first_mlp":
-            x = self.drop(first_token(out.last_hidden_state))
+            x = self.drop(first_token(hidden))
             return self.out(self.drop(self.act(self.dense(x))))
-        return self.out(last_real_token(out.last_hidden_state, out.attention_mask))
+        if self.style == "last_mlp":
+            x = last_real_token(hidden, out.attention_mask)
+            return self.out(self.drop(self.act(self.dense(x))))
+        if self.style == "mean":
+            return self.out(masked_mean(self.drop(hidden), out.attention_mask))
+        return self.out(last_real_token(hidden, out.attention_mask))
 
     def forward(self, out: BackboneOutput, batch: dict[str, Any]) -> HeadOutput:
         logits = self.scores(out)  # (B, num_labels)
@@ -101,13 +116,14 @@ class MultipleChoiceHead(SequenceClassificationHead):
 
 
 class TokenClassificationHead(Head):
-    """NER tagging (BERT §5.3, CoNLL-2003): a Linear over every token; -100 labels are ignored."""
+    """NER tagging (BERT §5.3, CoNLL-2003): a Linear over every token; -100 labels are ignored.
+    With a `scalar_mix` each token's vector is ELMo's task mix of all layers, dropped out (§3.2-3.3)."""
 
     kind = "token_classification"
 
     def __init__(self, config: ModelConfig, backbone: Backbone, *, num_labels: int | None = None,
-                 label_names: list[str] | None = None, **kw: Any) -> None:
-        super().__init__(config, backbone, **kw)
+                 label_names: list[str] | None = None, scalar_mix: int | None = None, **kw: Any) -> None:
+        super().__init__(config, backbone, scalar_mix=default_scalar_mix(config, backbone, scalar_mix), **kw)
         if num_labels is None:
             num_labels = len(label_names) if label_names else 2
         self.num_labels = num_labels
@@ -119,7 +135,7 @@ class TokenClassificationHead(Head):
         return {**super().spec(), "num_labels": self.num_labels, "label_names": self.label_names}
 
     def forward(self, out: BackboneOutput, batch: dict[str, Any]) -> HeadOutput:
-        logits = self.out(self.drop(out.last_hidden_state))  # (B, T, L)
+        logits = self.out(self.drop(self.representation(out)))  # (B, T, L)
         labels = batch.get(self.label_key)
         if labels is None:
             return HeadOutput(logits=logits)

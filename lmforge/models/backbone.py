@@ -20,10 +20,12 @@ from torch import nn
 from lmforge.config import ModelConfig
 from lmforge.nn.block import Block
 from lmforge.nn.cache import KVCache
+from lmforge.nn.dropout import Dropout
 from lmforge.nn.embeddings import Embeddings
 from lmforge.nn.init import init_weights
 from lmforge.nn.masks import NO_MASK, AttnMask, cross_attention_mask, self_attention_mask
 from lmforge.nn.norms import build_norm
+from lmforge.nn.relative_position import RelativePositionBias
 
 
 @dataclass
@@ -61,7 +63,14 @@ class Backbone(nn.Module):
         self.layers = nn.ModuleList(Block(spec, cross_attention) for _ in range(config.num_blocks))
         pre = config.norm_position == "pre"
         self.norm_f = build_norm(spec.norm, config.hidden_size, config.layer_norm_eps, spec.bias) if pre else None
+        self.drop_f = Dropout(config.dropout) if config.final_dropout else None  # T5: after the final norm
         self.pooler = Pooler(config.hidden_size) if config.pooler else None
+        # T5 §2.1: one relative-position table per stack, shared by its layers (bidirectional in an
+        # encoder, looking back only in a causal decoder); added to every self-attention's scores
+        self.relative_bias = (RelativePositionBias(config.relative_attention_buckets,
+                                                   config.relative_attention_max_distance, config.num_heads,
+                                                   bidirectional=not config.causal)
+                              if config.relative_attention_buckets else None)
         if init:
             init_weights(self, config)
 
@@ -108,6 +117,8 @@ class Backbone(nn.Module):
         if past + seq > self.max_length():
             raise ValueError(f"sequence length {past + seq} exceeds the model's {self.max_length()} positions")
         mask = self_attention_mask(attention_mask, self.config.causal, seq, past + seq, input_ids.device)
+        if self.relative_bias is not None:
+            mask = mask.with_bias(self.relative_bias(seq, past + seq, input_ids.device)).folded()
         x = self.embeddings(input_ids, token_type_ids, position_ids, past)
         new_mask = attention_mask[:, past:] if attention_mask is not None else None
         out = self.run_layers(x, mask, memory=memory, memory_mask=cross_attention_mask(memory_mask), cache=cache,
@@ -133,6 +144,8 @@ class Backbone(nn.Module):
             x = self.norm_f(x)
             if states is not None:
                 states[-1] = x  # the last state is the normalised output, as GPT-2 reports it
+        if self.drop_f is not None:
+            x = self.drop_f(x)
         pooled = self.pooler(x) if self.pooler is not None else None
         return BackboneOutput(
             last_hidden_state=x,

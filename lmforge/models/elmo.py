@@ -13,7 +13,7 @@ forward and backward states concatenated: `num_layers + 1` states of 2 x project
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -176,17 +176,24 @@ class ElmoBackbone(nn.Module):
     def shard_units(self) -> list[nn.Module]:
         return list(self.layers)
 
-    def inputs_for_tokenizer(self, tokenizer) -> Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]:
-        """What the backbone reads besides token ids, made from them (lmforge.features calls this):
-        each id's characters as the bilm objective spelt them in pre-training, padding tokens all 0."""
-        from lmforge.elmo_chars import tokenizer_char_table
+    def inputs_for_tokenizer(self, tokenizer) -> Callable[..., dict[str, torch.Tensor]]:
+        """What the backbone reads besides token ids, made from them (lmforge.features and fine-tuning
+        batches call this): each id's characters as the bilm objective spelt them in pre-training,
+        padding tokens all 0. `texts` (one {position: text} per row, or None) spells the tokens a
+        vocabulary lost to its unknown id from their text instead: characters are ELMo's open vocabulary."""
+        from lmforge.elmo_chars import token_char_ids, tokenizer_char_table
         from lmforge.tokenizers import special_tokens
 
         width = self.config.max_characters_per_token
         table = torch.from_numpy(tokenizer_char_table(tokenizer, special_tokens(tokenizer), width).astype("int64"))
 
-        def make(ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        def make(ids: torch.Tensor, mask: torch.Tensor,
+                 texts: Sequence[dict[int, str] | None] | None = None) -> dict[str, torch.Tensor]:
             chars = table.to(ids.device)[ids] * mask.unsqueeze(-1).to(ids.dtype)  # (B, T, W)
+            for row, spelt in enumerate(texts or ()):
+                for position, text in (spelt or {}).items():
+                    if position < chars.shape[1] and mask[row, position]:
+                        chars[row, position] = torch.from_numpy(token_char_ids(text, width).astype("int64"))
             return {"char_ids": chars}
 
         return make

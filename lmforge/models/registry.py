@@ -14,9 +14,10 @@ from torch import nn
 from lmforge.models.backbone import Backbone
 from lmforge.models.elmo import ElmoBackbone
 from lmforge.models.seq2seq import EncoderDecoder
+from lmforge.models.xlnet import XLNetBackbone
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {"transformer": Backbone, "encoder-decoder": EncoderDecoder,
-                                               "elmo": ElmoBackbone}
+                                               "elmo": ElmoBackbone, "xlnet": XLNetBackbone}
 
 
 def register_backbone(arch: str, builder: Callable[..., nn.Module]) -> None:

@@ -33,6 +33,12 @@ class EncoderDecoder(nn.Module):
             init_weights(self, config)
 
     # ------------------------------------------------------------------ protocol
+    @property
+    def embeddings(self) -> nn.Module:
+        """The encoder's embeddings, whose token table the decoder shares (a property: not registered
+        twice, so the state dict keeps one name per tensor)."""
+        return self.encoder.embeddings
+
     def input_embeddings(self) -> nn.Embedding:
         return self.encoder.embeddings.tok
 

@@ -40,6 +40,20 @@ class TaskModel(nn.Module):
         if init:
             for head in self.heads.values():
                 init_weights(head, config)  # tied projections re-initialise the same embedding; harmless
+        self.backbone_frozen = False
+
+    def freeze_backbone(self) -> None:
+        """Feature-based use (ELMo §3.3, BERT §5.3): the backbone's weights get no gradient and it runs
+        in eval mode (no dropout inside it) even while the heads train, so its features are fixed."""
+        self.backbone.requires_grad_(False)
+        self.backbone_frozen = True
+        self.backbone.eval()
+
+    def train(self, mode: bool = True) -> TaskModel:
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.eval()
+        return self
 
     def resize_vocabulary(self, size: int) -> None:
         """Grow the token table to `size` rows for tokens added to the tokenizer (GPT-1 §3.3's start,
@@ -90,6 +104,9 @@ class TaskModel(nn.Module):
         if inputs["input_ids"].dim() == 3:  # multiple choice: (B, C, T) -> (B*C, T)
             batch["num_choices"] = inputs["input_ids"].shape[1]
             inputs = {k: v.flatten(0, 1) for k, v in inputs.items()}
+        wanted = heads if heads is not None else tuple(self.heads)
+        output_hidden_states = output_hidden_states or any(
+            getattr(self.heads[name], "reads_hidden_states", False) for name in wanted if name in self.heads)
         out = self.backbone(**inputs, output_hidden_states=output_hidden_states)
         results: dict[str, HeadOutput] = {}
         loss = None

@@ -58,8 +58,10 @@ class Embeddings(nn.Module):
         # Vaswani et al. §3.4: token embeddings multiplied by sqrt(d_model), so they are not swamped by
         # the unit-amplitude sinusoid they are added to
         self.scale = math.sqrt(dim) if config.scale_embeddings else None
-        self.pos: nn.Module
-        if config.sinusoidal_positions and config.sinusoidal_layout == "halves":
+        self.pos: nn.Module | None
+        if not config.absolute_positions:  # T5: positions enter through the attention bias only
+            self.pos = None
+        elif config.sinusoidal_positions and config.sinusoidal_layout == "halves":
             self.pos = SinusoidalPositions(config.num_positions, dim)
         else:
             self.pos = nn.Embedding(config.num_positions, dim)
@@ -82,12 +84,13 @@ class Embeddings(nn.Module):
                 position_ids: torch.Tensor | None = None, past: int = 0) -> torch.Tensor:
         """`past`: positions already in a KV cache, so new tokens continue from there; explicit
         `position_ids` (B, T) override both (generation from left-padded prompts)."""
-        if position_ids is None:
-            position_ids = self.position_ids(input_ids, past)
-        tokens = self.tok(input_ids)  # (B, T, E)
+        x = self.tok(input_ids)  # (B, T, E)
         if self.scale is not None:
-            tokens = tokens * self.scale
-        x = tokens + self.pos(position_ids)
+            x = x * self.scale
+        if self.pos is not None:
+            if position_ids is None:
+                position_ids = self.position_ids(input_ids, past)
+            x = x + self.pos(position_ids)
         if self.seg is not None:
             if token_type_ids is None:
                 token_type_ids = torch.zeros_like(input_ids)

@@ -30,6 +30,13 @@ class AttnMask:
             return AttnMask(keep=causal_keep(tq, tk, bias.device), bias=bias)
         return AttnMask(keep=self.keep, bias=bias if self.bias is None else self.bias + bias)
 
+    def folded(self) -> AttnMask:
+        """Keep and bias as one additive float tensor (masked scores get the dtype's minimum): built once
+        per stack, so its layers do not each repeat the masked fill (T5's relative bias with padding)."""
+        if self.bias is None or self.keep is None:
+            return self
+        return AttnMask(bias=self.bias.masked_fill(~self.keep, torch.finfo(self.bias.dtype).min))
+
     def for_sdpa(self, dtype: torch.dtype) -> tuple[torch.Tensor | None, bool]:
         """(attn_mask, is_causal) for `F.scaled_dot_product_attention`: a bool mask alone stays bool
         (the fused kernels take it); with a bias, one float mask holding both."""

@@ -68,7 +68,9 @@ def generator_config(discriminator: ModelConfig, size: float, **overrides: Any) 
         intermediate_size=max(1, round(discriminator.intermediate_size * size)),
         embedding_size=discriminator.embedding_size,
         num_layer_groups=0,
-        pooler=False,
+        pooler=False,  # the generator only has an MLM head; no classifier reads a pooler
+        classifier_style="first_mlp",
+        multiple_choice_style=None,
     )
     data = {**dataclasses.asdict(discriminator), **fields, **overrides}
     data["num_layer_groups"] = data["num_layer_groups"] or data["num_layers"]

@@ -18,13 +18,18 @@ from lmforge.objectives.clm import CausalLM
 from lmforge.objectives.distill import Distill
 from lmforge.objectives.electra import Electra
 from lmforge.objectives.mlm import MaskedLM
+from lmforge.objectives.plm import PermutationLM
 from lmforge.objectives.sentence_pairs import NextSentence, SentenceOrder
+from lmforge.objectives.span_corruption import SpanCorruption
 from lmforge.objectives.tinybert import TinyBertDistill
+from lmforge.objectives.translation import Translation
 
 # BERT §3.1 (MLM + NSP), RoBERTa §4 (MLM only), ALBERT §4.2 (MLM + SOP), ELECTRA §2, GPT (CLM),
-# DistilBERT §2 (distill), TinyBERT §3 general distillation (tinybert), ELMo §3.1 (bilm)
+# DistilBERT §2 (distill), TinyBERT §3 general distillation (tinybert), ELMo §3.1 (bilm), T5 §3.1.4
+# (span_corruption), XLNet §2.2-2.3 (plm), Vaswani et al. 2017 §5 (translation)
 OBJECTIVES: dict[str, type] = {cls.kind: cls for cls in (MaskedLM, NextSentence, SentenceOrder, Electra, CausalLM,
-                                                         Distill, TinyBertDistill, BiLM)}
+                                                         Distill, TinyBertDistill, BiLM, SpanCorruption,
+                                                         PermutationLM, Translation)}
 
 MIN_SEQ_LEN = 8
 

@@ -19,6 +19,7 @@ import torch
 from tokenizers import Tokenizer
 
 from lmforge.heads import IGNORE
+from lmforge.tasks.text import summary_last
 
 
 @dataclass(kw_only=True)
@@ -43,6 +44,9 @@ class TaskOptions:
     version_2: bool | None = None  # None -> detected from the data (any `is_impossible`)
     train_articles: str | None = None  # slice of articles, e.g. "0:40"
     eval_articles: str | None = None  # e.g. "-8:"
+    # text to text (T5, lmforge.text_to_text): the generic task's input and output columns
+    source_column: str | None = None
+    target_column: str | None = None
     # files: explicit paths override the task's split file names
     train_file: str | None = None
     dev_file: str | None = None
@@ -153,7 +157,8 @@ class Task(ABC):
         return self.read(path, "predict")
 
     def trim_logits(self, feature: dict[str, Any], logits: torch.Tensor) -> np.ndarray:
-        """Drop padding from one feature's logits before keeping them on the CPU."""
+        """Drop padding from one feature's logits before keeping them on the CPU (per-token tasks use
+        `unpad`; a sequence-level row has none)."""
         return logits.float().cpu().numpy()
 
 
@@ -179,6 +184,32 @@ def split_holdout(task: Task, examples: list[Any], fraction: float, seed: int) -
     return ([e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held])
 
 
+def mark_padding(features: list[dict[str, Any]], tokenizer: Tokenizer) -> list[dict[str, Any]]:
+    """Features of a tokenizer whose summary token comes last (XLNet's <cls>) are padded on the left, so
+    that token sits at the same position in every row (the XLNet reference pads before the text); the
+    others keep right padding and get no key."""
+    if summary_last(tokenizer):
+        for feature in features:
+            feature["padding_side"] = "left"
+    return features
+
+
+def left_padded(feature: dict[str, Any]) -> bool:
+    return feature.get("padding_side") == "left"
+
+
+def summary_index(feature: dict[str, Any]) -> int:
+    """Position of the sequence-summary token in the feature's own tokens: [CLS] first, or XLNet's <cls>
+    last (left-padded features). QA's "no answer" points there."""
+    return len(feature["input_ids"]) - 1 if left_padded(feature) else 0
+
+
+def unpad(feature: dict[str, Any], rows: Any) -> Any:
+    """The rows of a padded batch row (T, ...) that belong to the feature's own tokens."""
+    n = len(feature["input_ids"])
+    return rows[rows.shape[0] - n:] if left_padded(feature) else rows[:n]
+
+
 def feature_length(feature: dict[str, Any]) -> int:
     ids = feature["input_ids"]
     if ids and isinstance(ids[0], list):
@@ -191,28 +222,31 @@ def pad_batch(features: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Te
 
     Scalar labels become (B,) tensors; per-token labels are padded with IGNORE (-100).
     Multiple-choice features hold C sequences each and give (B, C, T) inputs.
+    Left-padded features (`mark_padding`) get the padding first and their QA positions shifted with it.
     """
     longest = max(feature_length(f) for f in features)
     batch: dict[str, torch.Tensor] = {}
     multi = isinstance(features[0]["input_ids"][0], list)
+    left = left_padded(features[0])
 
     def pad(seq: list[int], value: int) -> list[int]:
-        return seq + [value] * (longest - len(seq))
+        fill = [value] * (longest - len(seq))
+        return fill + seq if left else seq + fill
 
     if multi:
         batch["input_ids"] = torch.tensor([[pad(s, pad_id) for s in f["input_ids"]] for f in features])
-        batch["attention_mask"] = torch.tensor(
-            [[[1] * len(s) + [0] * (longest - len(s)) for s in f["input_ids"]] for f in features])
+        batch["attention_mask"] = torch.tensor([[pad([1] * len(s), 0) for s in f["input_ids"]] for f in features])
         batch["token_type_ids"] = torch.tensor([[pad(s, 0) for s in f["token_type_ids"]] for f in features])
     else:
         batch["input_ids"] = torch.tensor([pad(f["input_ids"], pad_id) for f in features])  # (B, T)
-        batch["attention_mask"] = torch.tensor(
-            [[1] * len(f["input_ids"]) + [0] * (longest - len(f["input_ids"])) for f in features])
+        batch["attention_mask"] = torch.tensor([pad([1] * len(f["input_ids"]), 0) for f in features])
         batch["token_type_ids"] = torch.tensor([pad(f["token_type_ids"], 0) for f in features])
     for key in ("labels", "start_positions", "end_positions"):
         if key not in features[0]:
             continue
         values = [f[key] for f in features]
+        if left and key != "labels":  # QA positions index the feature's tokens: move them past the padding
+            values = [v + longest - len(f["input_ids"]) for v, f in zip(values, features)]
         if isinstance(values[0], list):
             batch[key] = torch.tensor([pad(v, IGNORE) for v in values])  # (B, T)
         else:

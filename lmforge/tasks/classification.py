@@ -15,9 +15,9 @@ from tokenizers import Tokenizer
 
 from lmforge.data.columnar import table_columns, table_kind
 from lmforge.tasks import metrics as M
-from lmforge.tasks.base import Encoded, Task, TaskOptions, split_path
+from lmforge.tasks.base import Encoded, Task, TaskOptions, mark_padding, split_path
 from lmforge.tasks.io import DataError, has_column, read_records, read_rows, table_format
-from lmforge.tasks.text import encode_texts
+from lmforge.tasks.text import encode_texts, unknown_id, unknown_texts
 
 
 @dataclass
@@ -126,9 +126,13 @@ class ClassificationTask(Task):
         encodings = encode_texts(tokenizer, [e.text_a for e in examples],
                                  [e.text_b or "" for e in examples] if pairs else None, max_length)
         index = {name: i for i, name in enumerate(label_names or [])}
+        unk = unknown_id(tokenizer)
         features = []
         for i, (example, enc) in enumerate(zip(examples, encodings)):
             feature: dict[str, Any] = {"input_ids": enc.ids, "token_type_ids": enc.type_ids, "example_index": i}
+            unknown = unknown_texts(enc, [example.text_a, example.text_b or ""], unk)
+            if unknown:
+                feature["unknown_texts"] = unknown
             if example.label is not None:
                 if self.regression:
                     feature["labels"] = float(example.label)
@@ -138,7 +142,7 @@ class ClassificationTask(Task):
                     raise DataError(example.source, example.line,
                                     f"label {example.label!r} is not one the model knows ({label_names})")
             features.append(feature)
-        return Encoded(features)
+        return Encoded(mark_padding(features, tokenizer))
 
     def decode(self, examples: list[TextExample], encoded: Encoded, logits: list[np.ndarray],
                label_names: list[str] | None) -> list[Any]:

@@ -11,7 +11,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from lmforge.tasks import metrics as M
-from lmforge.tasks.base import Encoded, Task, split_path
+from lmforge.tasks.base import Encoded, Task, mark_padding, split_path
 from lmforge.tasks.io import DataError, read_records, read_rows
 from lmforge.tasks.text import encode_texts
 
@@ -77,7 +77,7 @@ class SwagTask(Task):
             if example.label is not None:
                 feature["labels"] = example.label
             features.append(feature)
-        return Encoded(features)
+        return Encoded(mark_padding(features, tokenizer))
 
     def decode(self, examples: list[ChoiceExample], encoded: Encoded, logits: list[np.ndarray],
                label_names: list[str] | None) -> list[int]:

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from lmforge.tasks.base import Encoded, Task, split_path
+from lmforge.tasks.base import Encoded, Task, mark_padding, split_path, summary_index, unpad
 from lmforge.tasks.io import DataError, parse_slice
 from lmforge.tasks.metrics import squad_scores
-from lmforge.tasks.text import pair_template
+from lmforge.tasks.text import pair_template, summary_last
 
 
 @dataclass
@@ -109,6 +109,7 @@ class SquadTask(Task):
                label_names: list[str] | None, train: bool) -> Encoded:
         opts = self.options
         template = pair_template(tokenizer)
+        last = summary_last(tokenizer)  # XLNet: <cls>, the "no answer" position, is the last token
         questions = tokenizer.encode_batch([e.question for e in examples], add_special_tokens=False)
         contexts = tokenizer.encode_batch([e.context for e in examples], add_special_tokens=False)
         features: list[dict[str, Any]] = []
@@ -135,14 +136,14 @@ class SquadTask(Task):
                     "max_context": [_is_max_context(windows, (w_start, w_len), w_start + i) for i in range(w_len)],
                 }
                 if train:
-                    s, e = 0, 0  # [CLS]: no answer in this window (or v2 unanswerable)
+                    s = e = len(ids) - 1 if last else 0  # [CLS]: no answer in this window (or v2 unanswerable)
                     if answer_span is not None:
                         a_s, a_e = answer_span
                         if w_start <= a_s and a_e < w_start + w_len:
                             s, e = a_s - w_start + ctx_at, a_e - w_start + ctx_at
                     feature["start_positions"], feature["end_positions"] = s, e
                 features.append(feature)
-        return Encoded(features)
+        return Encoded(mark_padding(features, tokenizer))
 
     @staticmethod
     def _answer_tokens(example: QAExample, offsets: list[tuple[int, int]]) -> tuple[int, int] | None:
@@ -159,7 +160,7 @@ class SquadTask(Task):
         return tokens[0], tokens[-1]
 
     def trim_logits(self, feature: dict[str, Any], logits: Any) -> np.ndarray:
-        return logits[: len(feature["input_ids"])].float().cpu().numpy()  # (T, 2)
+        return unpad(feature, logits).float().cpu().numpy()  # (T, 2)
 
     def decode(self, examples: list[QAExample], encoded: Encoded, logits: list[np.ndarray],
                label_names: list[str] | None) -> list[str]:
@@ -176,7 +177,8 @@ class SquadTask(Task):
             for i in by_example.get(index, []):
                 feature, scores = encoded.features[i], logits[i]
                 start_logits, end_logits = scores[:, 0], scores[:, 1]
-                null_score = min(null_score, float(start_logits[0] + end_logits[0]))
+                null = summary_index(feature)
+                null_score = min(null_score, float(start_logits[null] + end_logits[null]))
                 ctx = feature["context_start"]
                 n_ctx = len(feature["offsets"])
                 starts = np.argsort(-start_logits)[: opts.n_best]

@@ -2,7 +2,8 @@
 
 CoNLL-2003 ships IOB1 tags (`I-PER` starts an entity; `B-` only separates two adjacent entities of
 one type); seqeval's entity F1 expects IOB2, so tags are converted on reading. Each word is labelled
-on its first sub-token; the other sub-tokens get -100 and are ignored by the loss.
+on its first sub-token; the other sub-tokens get -100 and are ignored by the loss. With a word-level
+tokenizer (ELMo's units, Peters et al. 2018 §3.4) every word is one token, labelled itself.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from lmforge.heads import IGNORE
-from lmforge.tasks.base import Encoded, Task, split_path
+from lmforge.tasks.base import Encoded, Task, mark_padding, split_path, unpad
 from lmforge.tasks.io import DataError
 from lmforge.tasks.metrics import seqeval_scores
+from lmforge.tasks.text import unknown_id, unknown_texts
 
 TAG = re.compile(r"^(O|[BIES]-\S+)$")
 
@@ -134,6 +136,7 @@ class TaggingTask(Task):
         finally:
             tokenizer.no_truncation()
         index = {name: i for i, name in enumerate(label_names or [])}
+        unk = unknown_id(tokenizer)
         features, truncated = [], 0
         for i, (sentence, enc) in enumerate(zip(examples, encodings)):
             first_token = [-1] * len(sentence.words)  # position of each word's first sub-token
@@ -145,6 +148,9 @@ class TaggingTask(Task):
             truncated += any(p < 0 for p in first_token)
             feature: dict[str, Any] = {"input_ids": enc.ids, "token_type_ids": enc.type_ids,
                                        "example_index": i, "word_starts": first_token}
+            unknown = unknown_texts(enc, sentence.words, unk, by_word=True)
+            if unknown:
+                feature["unknown_texts"] = unknown
             if sentence.tags is not None and label_names is not None:
                 labels = [IGNORE] * len(enc.ids)
                 for word, pos in enumerate(first_token):
@@ -159,10 +165,10 @@ class TaggingTask(Task):
                     labels[pos] = index[tag]
                 feature["labels"] = labels
             features.append(feature)
-        return Encoded(features, extra={"truncated_sentences": truncated})
+        return Encoded(mark_padding(features, tokenizer), extra={"truncated_sentences": truncated})
 
     def trim_logits(self, feature: dict[str, Any], logits: Any) -> np.ndarray:
-        return logits[: len(feature["input_ids"])].float().cpu().numpy()  # (T, L)
+        return unpad(feature, logits).float().cpu().numpy()  # (T, L)
 
     def decode(self, examples: list[Sentence], encoded: Encoded, logits: list[np.ndarray],
                label_names: list[str] | None) -> list[list[str]]:

@@ -33,6 +33,27 @@ def load_task_tokenizer(directory: str | Path) -> Tokenizer:
     return tok
 
 
+def unknown_id(tok: Tokenizer) -> int | None:
+    """The id the tokenizer's model gives to text outside its vocabulary (None: it has none, e.g. byte BPE)."""
+    name = getattr(tok.model, "unk_token", None)
+    return tok.token_to_id(name) if name else None
+
+
+def unknown_texts(encoding, sources: list[str], unk: int | None, by_word: bool = False) -> dict[int, str]:
+    """{position: text} of the tokens encoded as the unknown id, so a backbone that reads characters
+    (ELMo) spells the word itself, not the unknown token. `sources` are the encoded texts (indexed by
+    sequence id) or, with `by_word`, the pre-tokenized words (offsets are then inside each word)."""
+    if unk is None:
+        return {}
+    found = {}
+    owners = encoding.word_ids if by_word else encoding.sequence_ids
+    for position, (token, owner) in enumerate(zip(encoding.ids, owners)):
+        if token == unk and owner is not None:
+            start, end = encoding.offsets[position]
+            found[position] = sources[owner][start:end]
+    return found
+
+
 def pad_id(tok: Tokenizer) -> int:
     for name in ("[PAD]", "<pad>", "<|pad|>", "<|endoftext|>"):
         token_id = tok.token_to_id(name)
@@ -85,6 +106,16 @@ def pair_template(tok: Tokenizer) -> PairTemplate:
         type_a=types[a0], type_b=types[b0],
         prefix_types=tuple(types[:a0]), middle_types=tuple(types[a1:b0]), suffix_types=tuple(types[b1:]),
     )
+
+
+def summary_last(tok: Tokenizer) -> bool:
+    """Whether the tokenizer puts its special tokens after the texts, the sequence-summary token last
+    (XLNet §2.5: A <sep> B <sep> <cls>); such inputs are padded on the left (lmforge.tasks.base)."""
+    try:
+        template = pair_template(tok)
+    except ValueError:  # a post-processor without pairs (GPT-2): nothing is added, nothing moves
+        return False
+    return not template.prefix and bool(template.suffix)
 
 
 def encode_texts(tok: Tokenizer, first: list[str], second: list[str] | None, max_length: int) -> list:

@@ -144,6 +144,10 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
         return _from_bert_vocab(directory, config)
     if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
         return _from_bpe_files(directory, config)
+    if (directory / "spiece.model").is_file() and _is_t5(directory, config):
+        from lmforge.tokenizers.sentencepiece_model import read_spiece
+
+        return read_spiece(directory / "spiece.model", int(config.get("extra_ids", 100)), _max_length(config))
     hint = ""
     if any((directory / n).is_file() for n in ("spiece.model", "sentencepiece.bpe.model")):
         hint = (" (a SentencePiece .model is not read directly: load it once with transformers' "
@@ -152,6 +156,15 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
         f"{directory}: no tokenizer found: expected tokenizer.json, vocab.txt (BERT) "
         f"or vocab.json + merges.txt (GPT-2/RoBERTa){hint}"
     )
+
+
+def _is_t5(directory: Path, config: dict[str, Any]) -> bool:
+    """A T5 SentencePiece folder: its tokenizer_config names T5Tokenizer or has `extra_ids`, or its model
+    config says model_type t5 (ALBERT ships a spiece.model too, with another template)."""
+    if str(config.get("tokenizer_class", "")).startswith("T5") or "extra_ids" in config:
+        return True
+    model_config = directory / "config.json"
+    return model_config.is_file() and _read_json(model_config).get("model_type") == "t5"
 
 
 def has_tokenizer(directory: str | Path) -> bool:
@@ -257,6 +270,7 @@ def write_hf_tokenizer_files(tokenizer: Tokenizer, out_dir: str | Path, family: 
         **(bert_args or {}),
         "model_max_length": model_max_length,
         "model_input_names": list(tmpl.model_input_names),
+        "padding_side": tmpl.padding_side,
         "clean_up_tokenization_spaces": False,
         **{f"{role}_token": tok for role, tok in tokens.items()},
     }

@@ -94,14 +94,15 @@ def train_tokenizer(
     files = [check_corpus_file(f, text_column) for f in files]
     if not files:
         raise ValueError("no corpus files given")
-    if vocab_size <= len(tmpl.specials):
+    if vocab_size <= len(tmpl.specials) + tmpl.sentinels:
         raise ValueError(
-            f"vocab_size {vocab_size} leaves no room beyond the {len(tmpl.specials)} special tokens"
+            f"vocab_size {vocab_size} leaves no room beyond the {len(tmpl.specials) + tmpl.sentinels} special tokens"
         )
     if lowercase is None:
         lowercase = tmpl.default_lowercase
 
-    model, trainer = _model_and_trainer(kind, tmpl, vocab_size, min_frequency, limit_alphabet, show_progress)
+    model, trainer = _model_and_trainer(kind, tmpl, vocab_size - tmpl.sentinels, min_frequency, limit_alphabet,
+                                        show_progress)
     tokenizer = Tokenizer(model)
     if kind == "wordpiece":
         tokenizer.normalizer = pipeline.wordpiece_normalizer(lowercase, strip_accents)
@@ -120,4 +121,6 @@ def train_tokenizer(
             raise RuntimeError(f"special token {tok} got id {got}, expected {expected}")
     if tokenizer.get_vocab_size() <= len(tmpl.specials):
         raise ValueError(f"corpus {', '.join(map(str, files))} produced no vocabulary (too little text?)")
+    if tmpl.sentinels:
+        tokenizer.add_special_tokens([AddedToken(tok, special=True, normalized=False) for tok in tmpl.sentinel_tokens()])
     return finish_tokenizer(tokenizer, tmpl, model_max_length or tmpl.model_max_length)

@@ -50,6 +50,9 @@ class OptimSection:
     grad_clip: float = 1.0  # 0 = off
     batch_size: int = 32  # per micro-step, per rank
     grad_accum: int = 1
+    # T5: AdamW with each update scaled by the tensor's RMS (Adafactor's relative step; nanoT5), stable at
+    # the large learning rates T5 trains with (lmforge.train.adamw_scale)
+    scale_by_rms: bool = False
 
 
 @dataclass(kw_only=True)

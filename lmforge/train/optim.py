@@ -29,7 +29,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.01,
-                    betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6) -> torch.optim.AdamW:
+                    betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
+                    scale_by_rms: bool = False) -> torch.optim.Optimizer:
+    """AdamW; with `scale_by_rms`, AdamW with updates scaled by each tensor's RMS (T5: train.adamw_scale)."""
+    if scale_by_rms:
+        from lmforge.train.adamw_scale import AdamWScale
+
+        return AdamWScale(param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps)
     # The fused kernel exists for CPU and CUDA (torch >= 2.4) and is ~10x faster than the per-tensor
     # loop on CPU, where the optimizer step can otherwise cost as much as a short-sequence step.
     devices = {p.device.type for p in model.parameters()}

@@ -136,7 +136,7 @@ def train(config: PretrainConfig, module: nn.Module, models: dict[str, TaskModel
         module, checkpoints, device, resume=resume,
         wrap=lambda m: wrap(m, info, device, config.system.distributed, find_unused=find_unused_parameters(config, models)),
         make_optimizer=lambda m: build_optimizer(m, opt_cfg.lr, opt_cfg.weight_decay, (opt_cfg.beta1, opt_cfg.beta2),
-                                                 opt_cfg.eps))
+                                                 opt_cfg.eps, scale_by_rms=opt_cfg.scale_by_rms))
     run_dir.mkdir(parents=True, exist_ok=True)
     logger = None
     if info.is_main:

@@ -8,10 +8,22 @@ from __future__ import annotations
 from typing import Any
 
 from lmforge.convert.adapter import Adapter, ConfigError
-from lmforge.convert.families import albert, bert, distilbert, electra, gpt2, marian, openai_gpt, roberta
+from lmforge.convert.families import (
+    albert,
+    bert,
+    distilbert,
+    electra,
+    gpt2,
+    marian,
+    openai_gpt,
+    roberta,
+    t5,
+    xlnet,
+)
 
 ADAPTERS: dict[str, Adapter] = {m.ADAPTER.model_type: m.ADAPTER
-                                for m in (bert, roberta, albert, electra, distilbert, openai_gpt, gpt2, marian)}
+                                for m in (bert, roberta, albert, electra, distilbert, openai_gpt, gpt2, marian, t5,
+                                          xlnet)}
 _BY_FAMILY: dict[str, Adapter] = {a.family: a for a in ADAPTERS.values()}
 
 

@@ -1,0 +1,155 @@
+"""Fine-tuning on an ELMo backbone (Peters et al. 2018 §3.3): feature-based by default (frozen biLM, a
+learned scalar mix of the layers and a task head), through the CLI on slices of SST-2 and CoNLL-2003,
+with words the vocabulary lacks spelt from their text."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import data_path
+from seqeval.metrics import f1_score as seqeval_f1
+from sklearn.metrics import accuracy_score
+from test_finetune import finetune_evaluate_predict, glue_slice, head_lines, texts_of
+from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+
+from lmforge.elmo_chars import token_char_ids
+from lmforge.elmo_config import ElmoConfig
+from lmforge.finetune import HEAD, load_backbone_with_head
+from lmforge.finetune_inputs import feature_based, task_for
+from lmforge.models import TaskModel, load_model, save_model
+from lmforge.tasks import get_task
+from lmforge.tasks.text import load_task_tokenizer, pad_id
+from lmforge.weights import load_weights
+
+WIDTH = 12  # max_characters_per_token of the tiny models
+
+
+def word_tokenizer(texts: list[str]) -> Tokenizer:
+    """Words as ELMo's units (§3.4), with [CLS]/[SEP] read as the biLM's <S>/</S>; rare words are [UNK]."""
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.train_from_iterator(texts, trainers.WordLevelTrainer(min_frequency=2, show_progress=False,
+                                                             special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"]))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+    return tok
+
+
+def tiny_elmo_dir(directory, texts: list[str]):
+    """A (randomly initialised) ELMo biLM saved as `lmforge pretrain` saves one: bilm head + tokenizer."""
+    tok = word_tokenizer(texts)
+    config = ElmoConfig(vocab_size=tok.get_vocab_size(), filters=((1, 8), (2, 8), (3, 16)), n_highway=1,
+                        lstm_dim=24, projection_dim=8, max_characters_per_token=WIDTH)
+    torch.manual_seed(0)
+    save_model(TaskModel(config, {"lm": {"kind": "bilm"}}), directory, tok)
+    return directory
+
+
+def conll_slice(tmp_path):
+    data = tmp_path / "conll"
+    data.mkdir()
+    for name, n in (("eng.train", 300), ("eng.testa", 150)):
+        (data / name).write_text("".join(head_lines(data_path("conll2003", name), n)))
+    return data
+
+
+def backbone_tensors(directory) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in load_weights(directory / "model.safetensors").items() if k.startswith("backbone.")}
+
+
+def assert_feature_based_run(pretrained, run) -> None:
+    """The biLM is bit-for-bit the pre-trained one; the scalar mix trained, was saved and reloads."""
+    before, after = backbone_tensors(pretrained), backbone_tensors(run)
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    saved = load_weights(run / "model.safetensors")
+    weights, gamma = saved[f"heads.{HEAD}.mix.weights"], saved[f"heads.{HEAD}.mix.gamma"]
+    assert weights.shape == (3,)  # token layer + two biLSTM layers
+    assert not torch.equal(weights, torch.zeros(3)) or float(gamma) != 1.0  # moved from its start
+    head = load_model(run).heads[HEAD]
+    assert head.spec()["scalar_mix"] == 3
+    assert torch.equal(head.mix.weights.detach(), weights) and torch.equal(head.mix.gamma.detach(), gamma)
+
+
+def test_sst2_feature_based_end_to_end(tmp_path, capsys):
+    data = glue_slice(tmp_path, "SST-2", 64, 24)
+    pretrained = tiny_elmo_dir(tmp_path / "elmo", texts_of(data))
+    run, scores, records = finetune_evaluate_predict(tmp_path, capsys, "sst2", data, pretrained,
+                                                     predict_input=data / "dev.tsv")
+    assert len(records) == 24 and scores["examples"] == 24
+    acc = accuracy_score([r["label"] for r in records], [r["prediction"] for r in records])
+    assert scores["accuracy"] == pytest.approx(100 * acc)
+    assert load_model(run).heads[HEAD].spec()["style"] == "mean"
+    assert_feature_based_run(pretrained, run)
+    args = json.loads((run / "args.json").read_text())
+    assert args["update_backbone"] is None  # the model's choice: frozen
+
+
+def test_conll_tagging_scores_each_word(tmp_path, capsys):
+    data = conll_slice(tmp_path)
+    pretrained = tiny_elmo_dir(tmp_path / "elmo", texts_of(data))
+    run, scores, records = finetune_evaluate_predict(tmp_path, capsys, "ner", data, pretrained,
+                                                     predict_input=data / "eng.testa")
+    gold, pred = [r["tags"] for r in records], [r["prediction"] for r in records]
+    assert all(len(g) == len(p) == len(r["words"]) for g, p, r in zip(gold, pred, records))
+    assert scores["f1"] == pytest.approx(100 * seqeval_f1(gold, pred, zero_division=0))
+    assert_feature_based_run(pretrained, run)
+    # word tokens: each word is one token, the one its tag is read from ([CLS] at 0)
+    task = get_task("ner")
+    sentences = task.read(data, "dev")[:20]
+    encoded = task.encode(sentences, word_tokenizer(texts_of(data)), 256, None, train=False)
+    for sentence, feature in zip(sentences, encoded.features):
+        assert feature["word_starts"] == list(range(1, len(sentence.words) + 1))
+
+
+def test_only_the_mix_and_head_learn_and_unknown_words_are_spelt(tmp_path):
+    """One batch by hand: char_ids spell every word (an [UNK] from its text); gradients reach only the
+    scalar mix and the head; the frozen biLM stays in eval mode while the model trains."""
+    data = conll_slice(tmp_path)
+    pretrained = tiny_elmo_dir(tmp_path / "elmo", texts_of(data)[:40])  # a small vocabulary: many [UNK]
+    tok = load_task_tokenizer(pretrained)
+    task = get_task("ner")
+    sentences = task.read(data, "train")[:8]
+    labels = task.label_names(sentences)
+    model = load_backbone_with_head(pretrained, task.head_spec(labels))
+    assert feature_based(model, None)
+    model.train()
+    assert not model.backbone.training and model.heads[HEAD].training
+    task = task_for(model, tok, task)
+    features = task.encode(sentences, tok, 64, labels, train=True).features
+    batch = task.collate(features, pad_id(tok))
+    unk = tok.token_to_id("[UNK]")
+    spelt = [(row, pos) for row, f in enumerate(features) for pos in f.get("unknown_texts", {})]
+    assert spelt, "the small vocabulary should leave words unknown"
+    for row, pos in spelt:
+        word = sentences[row].words[pos - 1]
+        assert batch["input_ids"][row, pos] == unk
+        assert batch["char_ids"][row, pos].tolist() == token_char_ids(word, WIDTH).tolist()
+    model(**batch).loss.backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+    trained = {name for name, p in model.named_parameters() if p.grad is not None}
+    assert trained == {f"heads.{HEAD}.{n}" for n in ("mix.weights", "mix.gamma", "out.weight", "out.bias")}
+
+    updated = load_backbone_with_head(pretrained, task.head_spec(labels))
+    assert not feature_based(updated, True)  # --update-backbone: the biLM trains too (§3.3's alternative)
+    updated.train()
+    assert updated.backbone.training
+    updated(**batch).loss.backward()
+    assert all(p.grad is not None for p in updated.backbone.layers.parameters())
+
+
+def test_unknown_words_of_a_pair_come_from_their_own_text():
+    """Offsets of the second text count from its own start: each [UNK] is cut from the text it is in."""
+    from lmforge.tasks.classification import TextExample
+
+    tok = word_tokenizer(["the cat sat", "the cat sat"])
+    task = get_task("mrpc")
+    example = TextExample("the Zebra sat", "Quokka cat", "1", 2, "mem")
+    feature = task.encode([example], tok, 32, ["0", "1"], train=True).features[0]
+    # [CLS] the [UNK] sat [SEP] [UNK] cat [SEP]
+    assert feature["unknown_texts"] == {2: "Zebra", 5: "Quokka"}
+    assert "unknown_texts" not in task.encode([TextExample("the cat", "sat", "0", 3, "mem")], tok, 32,
+                                              ["0", "1"], train=True).features[0]
