@@ -188,16 +188,26 @@ def predict_logits(model: TaskModel, task: Task, encoded: Encoded, pad: int, bat
     return out  # type: ignore[return-value]
 
 
+def predict_examples(model: TaskModel, task: Task, examples: list[Any], tokenizer: Any, max_length: int,
+                     batch_size: int, device: torch.device, bf16: bool | None = None, progress: bool = False,
+                     desc: str = "predict") -> list[Any]:
+    """One prediction per example, what `task.metrics` scores and `task.prediction_record` writes: the
+    generated text of a text-to-text task, else the task's decoding of the head's logits."""
+    if isinstance(task, text_to_text.TextToTextTask):
+        return task.predict(model, examples, tokenizer, max_length, batch_size, device, _autocast(device, bf16),
+                            progress)
+    labels = label_names_of(model)
+    encoded = task.encode(examples, tokenizer, max_length, labels, train=False)
+    logits = predict_logits(model, task, encoded, pad_id(tokenizer), batch_size, device, bf16, progress, desc)
+    return task.decode(examples, encoded, logits, labels)
+
+
 def evaluate_examples(model: TaskModel, task: Task, examples: list[Any], tokenizer: Any, max_length: int,
                       batch_size: int, device: torch.device, bf16: bool | None = None, progress: bool = False
                       ) -> tuple[list[Any], dict[str, float]]:
-    """Predictions and metrics (percent) for labelled examples."""
-    if isinstance(task, text_to_text.TextToTextTask):  # generates, then scores the text
-        return task.evaluate(model, examples, tokenizer, max_length, batch_size, device, _autocast(device, bf16))
-    labels = label_names_of(model)
-    encoded = task.encode(examples, tokenizer, max_length, labels, train=False)
-    logits = predict_logits(model, task, encoded, pad_id(tokenizer), batch_size, device, bf16, progress, "dev")
-    predictions = task.decode(examples, encoded, logits, labels)
+    """Predictions and metrics (percent) for labelled examples: fine-tuning's dev scores and `evaluate`."""
+    predictions = predict_examples(model, task, examples, tokenizer, max_length, batch_size, device, bf16,
+                                   progress, "dev")
     return predictions, task.metrics(examples, predictions)
 
 

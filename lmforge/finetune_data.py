@@ -75,11 +75,8 @@ def saved_split(task: Task, data: Path, split: str, saved: dict[str, Any]) -> li
         examples = dev if split == "dev" else train
     missing = [e for e in examples if not task.is_labelled(e)]
     if missing:
-        first = missing[0]
-        where = getattr(first, "source", str(data))
-        line = f":{first.line}" if getattr(first, "line", None) else ""
-        raise ValueError(f"{where}{line}: split {split!r} has no labels ({len(missing)} of {len(examples)} "
-                         "examples unlabelled); `lmforge predict` predicts unlabelled data")
+        raise ValueError(f"{task.where(missing[0], data)}: split {split!r} has no labels ({len(missing)} of "
+                         f"{len(examples)} examples unlabelled); `lmforge predict` predicts unlabelled data")
     return examples
 
 

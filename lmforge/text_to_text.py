@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from lmforge.choices import TEXT_TASKS
 from lmforge.data.translation import collate_pairs
@@ -71,17 +72,22 @@ def bleu_and_exact(references: list[str], predictions: list[str]) -> dict[str, f
 
 
 class TextToTextTask(Task):
-    """A task as (source text, target text) pairs; `evaluate` generates (lmforge.generate)."""
+    """A task as (source text, target text) pairs. It predicts by generating (lmforge.generate); `answer`
+    reads a generated text as the wrapped task's prediction, for the metric and for `lmforge predict`
+    alike, so dev scores, `evaluate` and predictions files agree."""
 
     head_kind = HEAD_KIND
     task_type = "text_to_text"
 
     def __init__(self, name: str, options: TaskOptions, to_pairs: Callable[[Path, str], list[Pair]],
                  score: Callable[[list[Pair], list[str]], dict[str, float]], main_metric: str,
-                 paths: Callable[[Path, str], Path], max_target_length: int = 64) -> None:
+                 paths: Callable[[Path, str], Path], max_target_length: int = 64, *,
+                 answer: Callable[[str], Any] | None = None,
+                 record: Callable[[Pair, Any], dict[str, Any]] | None = None) -> None:
         super().__init__(options)
         self.name, self.main_metric, self.max_target_length = name, main_metric, max_target_length
         self._to_pairs, self._score, self._paths = to_pairs, score, paths
+        self._answer, self._record = answer or (lambda text: text), record or _text_record
 
     def path_of(self, data: Path, split: str) -> Path:
         return self._paths(Path(data), split)
@@ -91,6 +97,9 @@ class TextToTextTask(Task):
 
     def is_labelled(self, example: Pair) -> bool:
         return example.target is not None
+
+    def where(self, example: Pair, data: Path) -> str:
+        return super().where(example.example, data)  # the wrapped task's example knows its file and line
 
     def encode(self, examples: list[Pair], tokenizer: Any, max_length: int, label_names: list[str] | None,
                train: bool) -> Encoded:
@@ -111,13 +120,23 @@ class TextToTextTask(Task):
 
     def decode(self, examples: list[Pair], encoded: Encoded, logits: list[np.ndarray],
                label_names: list[str] | None) -> list[Any]:
-        raise NotImplementedError("text-to-text tasks predict by generating: TextToTextTask.evaluate")
+        raise NotImplementedError("text-to-text tasks predict by generating: TextToTextTask.predict")
+
+    def answer(self, text: str) -> Any:
+        """The wrapped task's prediction for one generated text; None where it is no label word."""
+        return self._answer(text)
 
     def metrics(self, examples: list[Pair], predictions: list[str]) -> dict[str, float]:
+        """The wrapped task's metric of the generated texts (an output that is no label word counts wrong)."""
         return self._score(examples, predictions)
 
+    def prediction_record(self, example: Pair, prediction: str) -> dict[str, Any]:
+        """The wrapped task's line of `lmforge predict` (labels as its label names, null for an output that
+        is no label word) and the generated text itself."""
+        return {**self._record(example, self.answer(prediction)), "generated": prediction}
+
     def generate(self, model: Any, examples: list[Pair], tokenizer: Any, max_length: int, batch_size: int,
-                 device: torch.device) -> list[str]:
+                 device: torch.device, progress: bool = False) -> list[str]:
         """Greedy decoding, batches sorted by source length; the texts without special tokens."""
         from lmforge.generate import GenerationConfig, generate
 
@@ -127,7 +146,8 @@ class TextToTextTask(Task):
                                   decoder_start_token_id=model.config.decoder_start_id)
         order = sorted(range(len(examples)), key=lambda i: len(encoded.features[i]["input_ids"]))
         texts: list[str] = [""] * len(examples)
-        for at in range(0, len(order), batch_size):
+        starts = range(0, len(order), batch_size)
+        for at in tqdm(starts, desc="generate", unit="batch", leave=False, disable=not progress):
             chunk = order[at:at + batch_size]
             batch = collate_pairs([encoded.features[i]["input_ids"] for i in chunk], [[eos]] * len(chunk), pad, pad)
             tokens = generate(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), config).tokens
@@ -135,14 +155,23 @@ class TextToTextTask(Task):
                 texts[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
         return texts
 
-    def evaluate(self, model: Any, examples: list[Pair], tokenizer: Any, max_length: int, batch_size: int,
-                 device: torch.device, autocast: Any) -> tuple[list[str], dict[str, float]]:
+    def predict(self, model: Any, examples: list[Pair], tokenizer: Any, max_length: int, batch_size: int,
+                device: torch.device, autocast: Any, progress: bool = False) -> list[str]:
+        """The generated text of every example, with the model in eval mode (restored after)."""
         was_training = model.training
         model.eval()
         with torch.inference_mode(), autocast:
-            predictions = self.generate(model, examples, tokenizer, max_length, batch_size, device)
+            texts = self.generate(model, examples, tokenizer, max_length, batch_size, device, progress)
         model.train(was_training)
-        return predictions, self.metrics(examples, predictions)
+        return texts
+
+
+def _text_record(pair: Pair, answer: Any) -> dict[str, Any]:
+    """A predictions line of a task with no encoder counterpart (Multi30k, text2text)."""
+    record: dict[str, Any] = {"source": pair.source, "prediction": answer}
+    if pair.target is not None:
+        record["target"] = pair.target
+    return record
 
 
 # ------------------------------------------------------------------------------------------ the tasks
@@ -163,13 +192,18 @@ def _glue(name: str, options: TaskOptions) -> TextToTextTask:
             pairs.append(Pair(source(e), target, e))
         return pairs
 
-    def score(examples: list[Pair], predictions: list[str]) -> dict[str, float]:
-        if regression:
-            return inner.metrics([p.example for p in examples], [stsb_value(t) for t in predictions])
-        # a word that is no label maps to no label, so it matches no gold one
-        return inner.metrics([p.example for p in examples], [from_word.get(t, f"<invalid: {t}>") for t in predictions])
+    def answer(text: str) -> str | float | None:
+        """The label (or STS-B score) a generated text names; None for a word that is no label."""
+        return stsb_value(text) if regression else from_word.get(text)
 
-    return TextToTextTask(name, options, to_pairs, score, inner.main_metric, inner.path_of, max_target_length=8)
+    def score(examples: list[Pair], predictions: list[str]) -> dict[str, float]:
+        answers = [answer(t) for t in predictions]
+        if not regression:  # a word that is no label maps to no label, so it matches no gold one
+            answers = [f"<invalid: {t}>" if a is None else a for a, t in zip(answers, predictions)]
+        return inner.metrics([p.example for p in examples], answers)
+
+    return TextToTextTask(name, options, to_pairs, score, inner.main_metric, inner.path_of, max_target_length=8,
+                          answer=answer, record=lambda pair, label: inner.prediction_record(pair.example, label))
 
 
 def _squad(options: TaskOptions) -> TextToTextTask:
@@ -182,7 +216,8 @@ def _squad(options: TaskOptions) -> TextToTextTask:
     def score(examples: list[Pair], predictions: list[str]) -> dict[str, float]:
         return inner.metrics([p.example for p in examples], predictions)
 
-    return TextToTextTask("squad", options, to_pairs, score, inner.main_metric, inner.path_of)
+    return TextToTextTask("squad", options, to_pairs, score, inner.main_metric, inner.path_of,
+                          record=lambda pair, text: inner.prediction_record(pair.example, text))
 
 
 def _multi30k(options: TaskOptions) -> TextToTextTask:
@@ -229,10 +264,15 @@ def _generic(options: TaskOptions) -> TextToTextTask:
                           lambda d, s: split_path(d, s, {}, options))
 
 
+def text_task_key(name: str) -> str:
+    """A text-to-text task name as get_text_task knows it ("SST-2" -> "sst2"); unknown names unchanged."""
+    key = name.lower().replace("-", "").replace("_", "")
+    return {"sst": "sst2", "multi30kdeen": "multi30k", "squadv1": "squad"}.get(key, key)
+
+
 def get_text_task(name: str, options: TaskOptions | None = None) -> TextToTextTask:
     options = options or TaskOptions()
-    key = name.lower().replace("-", "").replace("_", "")
-    key = {"sst": "sst2", "multi30kdeen": "multi30k", "squadv1": "squad"}.get(key, key)
+    key = text_task_key(name)
     if key in GLUE_FORMATS:
         return _glue(key, options)
     if key == "squad":

@@ -119,6 +119,11 @@ class Task(ABC):
         example alone (QA keeps the questions of one paragraph together)."""
         return None
 
+    def where(self, example: Any, data: Path) -> str:
+        """The file and line an example was read from ("dev.tsv:12"), for messages; `data` when unknown."""
+        line = getattr(example, "line", None)
+        return f"{getattr(example, 'source', data)}" + (f":{line}" if line else "")
+
     @abstractmethod
     def is_labelled(self, example: Any) -> bool:
         """Whether the example carries the gold answer that `metrics` needs."""
