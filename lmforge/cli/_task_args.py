@@ -88,13 +88,18 @@ def task_options(args: argparse.Namespace, base: dict | None = None) -> TaskOpti
 
 def saved_task(args: argparse.Namespace, saved: dict) -> Task:
     """The task a run was fine-tuned on (its task.json), with its reading options; a --task naming another
-    task is refused, since the head's labels mean nothing there."""
+    task is refused, since the head's labels (an encoder-decoder's label words) mean nothing there. A run
+    of an encoder-decoder (T5) reads its task as text to text, as `lmforge finetune` trained it."""
+    from lmforge import text_to_text
     from lmforge.tasks import get_task
 
     trained = saved.get("task")
     if trained is None:
         raise ValueError(f"{args.model}: task.json names no task")
-    if args.task is not None and get_task(args.task).name != get_task(trained).name:
+    text = text_to_text.is_encoder_decoder(args.model)
+    name = text_to_text.text_task_key if text else (lambda task: get_task(task).name)
+    if args.task is not None and name(args.task) != name(trained):
         raise ValueError(f"{args.model} was fine-tuned for {trained!r}, not {args.task!r}; "
                          "drop --task or fine-tune a model for it")
-    return get_task(trained, task_options(args, saved.get("options")))
+    make = text_to_text.get_text_task if text else get_task
+    return make(trained, task_options(args, saved.get("options")))

@@ -25,8 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lmforge import finetune_inputs, gpt_finetuning
-    from lmforge.finetune import label_names_of, load_finetuned, predict_logits, resolve_device
-    from lmforge.tasks.text import load_task_tokenizer, pad_id
+    from lmforge.finetune import load_finetuned, predict_examples, resolve_device
+    from lmforge.tasks.text import load_task_tokenizer
 
     model, saved = load_finetuned(args.model)
     task = gpt_finetuning.task_for(model, saved_task(args, saved))
@@ -34,12 +34,9 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     tokenizer = load_task_tokenizer(args.model)
     task = finetune_inputs.task_for(model, tokenizer, task)
-    labels = label_names_of(model)
-    encoded = task.encode(examples, tokenizer, args.max_length or saved.get("max_length", 128), labels,
-                          train=False)
-    logits = predict_logits(model.to(device), task, encoded, pad_id(tokenizer), args.batch_size, device,
-                            progress=not args.no_progress)
-    predictions = task.decode(examples, encoded, logits, labels)
+    predictions = predict_examples(model.to(device), task, examples, tokenizer,
+                                   args.max_length or saved.get("max_length", 128), args.batch_size, device,
+                                   progress=not args.no_progress)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as handle:
