@@ -1,8 +1,9 @@
-"""Shared fixtures: the real-data folder, deterministic seeds, fp32 defaults."""
+"""Shared fixtures: the real-data folder, deterministic seeds, fp32 defaults, a session's HF checkpoints."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,16 @@ def data_path(*parts: str) -> Path:
 @pytest.fixture
 def shared_data():
     return data_path
+
+
+@pytest.fixture(scope="session")
+def hf_checkpoints():
+    """Random HF checkpoints that parity cases share, in a folder deleted when the session ends (a test
+    run leaves nothing in /tmp)."""
+    from parity_helpers import CheckpointStore
+
+    with tempfile.TemporaryDirectory(prefix="lmforge-hf-") as root:
+        yield CheckpointStore(Path(root))
 
 
 @pytest.fixture(autouse=True)
