@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -25,6 +26,13 @@ def data_path(*parts: str) -> Path:
             pytest.fail(reason)
         pytest.skip(reason)
     return path
+
+
+def torchrun(log_dir: Path) -> list[str]:
+    """The command that starts 2 local ranks on free ports. Its logs go to `log_dir`: left to itself,
+    torchrun makes a torchelastic_* folder in /tmp for every run and never deletes it."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+            "--rdzv_backend", "c10d", "--rdzv_endpoint", "localhost:0", "--log-dir", str(log_dir)]
 
 
 @pytest.fixture
