@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from lmforge.convert import load_hf, save_hf
+from lmforge.heads import IGNORE
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 
@@ -52,6 +53,21 @@ class CheckpointStore:
         if name not in self.built:
             self.built[name] = saved(build(), self.root / name)
         return self.built[name]
+
+
+def seq2seq_batch(src_lengths: tuple[int, ...], tgt_lengths: tuple[int, ...], pad: int,
+                  high: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """(inputs, labels): random ids in [2, high), each row right-padded after its length; decoder inputs
+    are the labels shifted right behind `pad`, as HF's seq2seq models build them; labels IGNORE on padding."""
+    g = torch.Generator().manual_seed(7)
+    src = torch.randint(2, high, (len(src_lengths), max(src_lengths)), generator=g)
+    src_mask = (torch.arange(src.shape[1]) < torch.tensor(src_lengths)[:, None]).long()
+    labels = torch.randint(2, high, (len(tgt_lengths), max(tgt_lengths)), generator=g)
+    tgt_mask = (torch.arange(labels.shape[1]) < torch.tensor(tgt_lengths)[:, None]).long()
+    shifted = torch.cat([torch.full((labels.shape[0], 1), pad), labels[:, :-1]], 1)
+    inputs = dict(input_ids=src.masked_fill(src_mask == 0, pad), attention_mask=src_mask,
+                  decoder_input_ids=shifted.masked_fill(tgt_mask == 0, pad), decoder_attention_mask=tgt_mask)
+    return inputs, labels.masked_fill(tgt_mask == 0, IGNORE)
 
 
 def assert_round_trip(ours: nn.Module, directory: Path) -> nn.Module:

@@ -158,6 +158,7 @@ from parity_helpers import (  # noqa: E402
     assert_seq2seq_parity,
     random_hf_model,
     saved,
+    seq2seq_batch,
 )
 
 from lmforge.convert import load_hf, save_hf  # noqa: E402
@@ -193,19 +194,7 @@ def hf_marian(tmp_path, cls: str = "MarianMTModel", seed: int = 0, **overrides):
 
 def batch():
     """Right-padded sources and targets of different lengths; decoder inputs = labels shifted right."""
-    g = torch.Generator().manual_seed(7)
-    src = torch.randint(2, PAD, (3, 7), generator=g)
-    src_mask = torch.ones_like(src)
-    src_mask[1, 5:] = 0
-    src_mask[2, 3:] = 0
-    labels = torch.randint(2, PAD, (3, 6), generator=g)
-    tgt_mask = torch.ones_like(labels)
-    tgt_mask[1, 4:] = 0
-    tgt_mask[2, 2:] = 0
-    decoder_input_ids = torch.cat([torch.full((3, 1), PAD), labels[:, :-1]], 1).masked_fill(tgt_mask == 0, PAD)
-    inputs = dict(input_ids=src.masked_fill(src_mask == 0, PAD), attention_mask=src_mask,
-                  decoder_input_ids=decoder_input_ids, decoder_attention_mask=tgt_mask)
-    return inputs, labels.masked_fill(tgt_mask == 0, IGNORE)
+    return seq2seq_batch((7, 5, 3), (6, 4, 2), pad=PAD, high=PAD)
 
 
 @pytest.mark.parametrize("cls", ["MarianMTModel", "MarianModel"])

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from lmforge.config import ModelConfig
-from lmforge.heads import IGNORE
 from lmforge.models.task_model import TaskModel, load_model, save_model
 from lmforge.nn.relative_position import RelativePositionBias, relative_position_bucket
 
@@ -160,6 +159,7 @@ from parity_helpers import (  # noqa: E402
     assert_states,
     random_hf_model,
     saved,
+    seq2seq_batch,
 )
 
 from lmforge.convert import load_hf, save_hf  # noqa: E402
@@ -199,22 +199,10 @@ def hf_t5(tmp_path, version: str, cls: str = "T5ForConditionalGeneration", seed:
     return saved(model, tmp_path / f"{cls}-{version}")
 
 
-def batch(src_len: int = 25, tgt_len: int = 23):
+def batch():
     """Right-padded sources and targets (long enough to reach the log-spaced buckets); decoder inputs =
     labels shifted right behind the pad token, as T5's `_shift_right` builds them."""
-    g = torch.Generator().manual_seed(7)
-    src = torch.randint(2, V, (3, src_len), generator=g)
-    src_mask = torch.ones_like(src)
-    src_mask[1, 17:] = 0
-    src_mask[2, 3:] = 0
-    labels = torch.randint(2, V, (3, tgt_len), generator=g)
-    tgt_mask = torch.ones_like(labels)
-    tgt_mask[1, 12:] = 0
-    tgt_mask[2, 2:] = 0
-    decoder_input_ids = torch.cat([torch.full((3, 1), PAD), labels[:, :-1]], 1).masked_fill(tgt_mask == 0, PAD)
-    inputs = dict(input_ids=src.masked_fill(src_mask == 0, PAD), attention_mask=src_mask,
-                  decoder_input_ids=decoder_input_ids, decoder_attention_mask=tgt_mask)
-    return inputs, labels.masked_fill(tgt_mask == 0, IGNORE)
+    return seq2seq_batch((25, 17, 3), (23, 12, 2), pad=PAD, high=V)
 
 
 @pytest.mark.parametrize("version", ["v1.0", "v1.1"])
