@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from lmforge.elmo_config import ELMO_PRESETS, ElmoConfig
+from lmforge.jsonfile import load_json
 from lmforge.xlnet_config import XLNET_PRESETS, XLNetConfig
 
 if TYPE_CHECKING:
@@ -394,12 +395,7 @@ class CheckpointConfig:
     @classmethod
     def load(cls, directory: str | Path) -> CheckpointConfig:
         path = Path(directory) / CONFIG_FILE
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no config.json in model directory") from None
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: line {err.lineno}: invalid JSON ({err.msg})") from None
+        data = load_json(path, missing="no config.json in model directory")
         if data.get("format") != "lmforge":
             raise ValueError(
                 f"{path}: not an lmforge config (no \"format\": \"lmforge\"); "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -13,6 +12,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from lmforge.jsonfile import load_json
 from lmforge.models import TaskModel
 from lmforge.objectives.registry import make_objective
 from lmforge.tokenizers import TOKENIZER_FILES, has_tokenizer, load_tokenizer, vocab_fingerprint
@@ -62,12 +62,7 @@ def clear_run_dir(run_dir: Path) -> None:
 # --------------------------------------------------------------------------------------------
 def read_manifest(prepared: Path) -> dict[str, Any]:
     path = prepared / "manifest.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: not found; is {prepared} a folder `lmforge prepare` wrote?") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: line {err.lineno}: invalid JSON ({err.msg})") from None
+    return load_json(path, missing=f"not found; is {prepared} a folder `lmforge prepare` wrote?")
 
 
 def data_tokenizer_dir(config: PretrainConfig, manifest: dict[str, Any]) -> Path:

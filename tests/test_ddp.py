@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import torchrun
 
 from lmforge.weights import load_weights
 
@@ -38,9 +39,7 @@ def test_two_process_ddp_equals_one_process_with_accumulation(tmp_path):
     one = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), "2"], capture_output=True,
                          text=True, env=env, timeout=120)
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", "0", "--rdzv_backend", "c10d", "--rdzv_endpoint", "localhost:0",
-                          str(script), str(tmp_path / "two"), "1"],
+    two = subprocess.run(torchrun(tmp_path / "torchrun") + [str(script), str(tmp_path / "two"), "1"],
                          capture_output=True, text=True, env=env, timeout=180)
     if two.returncode != 0 and "gloo" in two.stderr.lower() and "not available" in two.stderr.lower():
         pytest.skip("gloo backend unavailable")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from _finetune_helpers import tiny_model_dir
+from conftest import torchrun
 from test_finetune import glue_slice, texts_of
 
 from lmforge.cli import main as cli
@@ -136,9 +137,8 @@ def test_two_process_ddp_equals_one_process_with_accumulation(sst2, tmp_path):
     one = subprocess.run([sys.executable, str(script), str(data), str(model), str(tmp_path / "one"), "2"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", "0", "--rdzv_backend", "c10d", "--rdzv_endpoint", "localhost:0",
-                          str(script), str(data), str(model), str(tmp_path / "two"), "1"],
+    two = subprocess.run(torchrun(tmp_path / "torchrun") + [str(script), str(data), str(model), str(tmp_path / "two"),
+                                                            "1"],
                          capture_output=True, text=True, env=env, timeout=300)
     if two.returncode != 0 and "gloo" in two.stderr.lower() and "not available" in two.stderr.lower():
         pytest.skip("gloo backend unavailable")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import torchrun
 
 from lmforge.models import load_model
 from lmforge.train.logger import read_metrics
@@ -57,9 +58,8 @@ def one_process(script: Path, run_dir: Path) -> subprocess.CompletedProcess:
 def two_process(script: Path, run_dir: Path, strategy: str = "fsdp", crash_at: int = 0,
                 resume: bool = False) -> subprocess.CompletedProcess:
     """2 ranks x grad_accum 2 (exercises the no-sync accumulation)."""
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", "0", "--rdzv_backend", "c10d", "--rdzv_endpoint", "localhost:0",
-                           str(script), str(run_dir), "2", str(crash_at), "resume" if resume else "fresh", strategy],
+    done = subprocess.run(torchrun(script.parent / "torchrun") + [str(script), str(run_dir), "2", str(crash_at),
+                                                                   "resume" if resume else "fresh", strategy],
                           capture_output=True, text=True, env=ENV, timeout=180)
     if done.returncode != 0 and "gloo" in done.stderr.lower() and "not available" in done.stderr.lower():
         pytest.skip("gloo backend unavailable")
@@ -160,13 +160,12 @@ def test_fsdp_with_shared_parameters(tmp_path, kind):
     RNG stream, so only the same world size sees the same corrupted inputs."""
     script = tmp_path / "run.py"
     script.write_text(SHARING_SCRIPT.format(tests=str(TESTS)))
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
-                "--rdzv_backend", "c10d", "--rdzv_endpoint", "localhost:0"]
-    reference = (torchrun + [str(script), str(tmp_path / "one"), kind, "1", "ddp"] if kind == "electra"
+    two_ranks = torchrun(tmp_path / "torchrun")
+    reference = (two_ranks + [str(script), str(tmp_path / "one"), kind, "1", "ddp"] if kind == "electra"
                  else [sys.executable, str(script), str(tmp_path / "one"), kind, "2", "ddp"])
     one = subprocess.run(reference, capture_output=True, text=True, env=ENV, timeout=180)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run(torchrun + [str(script), str(tmp_path / "two"), kind, "1", "fsdp"],
+    two = subprocess.run(two_ranks + [str(script), str(tmp_path / "two"), kind, "1", "fsdp"],
                          capture_output=True, text=True, env=ENV, timeout=180)
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")

@@ -152,13 +152,21 @@ def test_seq2seq_head_predicts_labels_unshifted_with_smoothing():
 # ----------------------------------------------------------------------------------- HF interop
 transformers = pytest.importorskip("transformers")
 
+from parity_helpers import (  # noqa: E402
+    assert_loads_in_transformers,
+    assert_round_trip,
+    assert_seq2seq_parity,
+    random_hf_model,
+    saved,
+    seq2seq_batch,
+)
+
 from lmforge.convert import load_hf, save_hf  # noqa: E402
 from lmforge.convert.hf_config import ConfigError, from_hf_config  # noqa: E402
 from lmforge.convert.mapping import ConversionError  # noqa: E402
 from lmforge.generate import GenerationConfig, generate  # noqa: E402
 
 PAD, EOS, V = 60, 1, 61
-TOL = dict(atol=1e-5, rtol=1e-5)
 
 
 def hf_marian_config(**overrides):
@@ -174,35 +182,19 @@ def hf_marian(tmp_path, cls: str = "MarianMTModel", seed: int = 0, **overrides):
     """A random HF model (eval) with non-zero biases, LayerNorm shifts and final_logits_bias, saved; the
     last decoder LayerNorm's gain is scaled up so next-token distributions are sharp (no near-ties in
     generate) while the tokens still depend on the source."""
-    torch.manual_seed(seed)
-    model = getattr(transformers, cls)(hf_marian_config(**overrides)).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("bias") or "layer_norm" in name:
-                param.add_(torch.randn_like(param) * 0.1)
+    def adjust(model):
         model.get_decoder().layers[-1].final_layer_norm.weight.mul_(30.0)
         if cls == "MarianMTModel":
             model.final_logits_bias.normal_(std=0.5)
-    directory = tmp_path / cls
-    model.save_pretrained(directory)
-    return model, directory
+
+    model = random_hf_model(getattr(transformers, cls), hf_marian_config(**overrides), seed=seed,
+                            randomise=lambda name: name.endswith("bias") or "layer_norm" in name, adjust=adjust)
+    return saved(model, tmp_path / cls)
 
 
 def batch():
     """Right-padded sources and targets of different lengths; decoder inputs = labels shifted right."""
-    g = torch.Generator().manual_seed(7)
-    src = torch.randint(2, PAD, (3, 7), generator=g)
-    src_mask = torch.ones_like(src)
-    src_mask[1, 5:] = 0
-    src_mask[2, 3:] = 0
-    labels = torch.randint(2, PAD, (3, 6), generator=g)
-    tgt_mask = torch.ones_like(labels)
-    tgt_mask[1, 4:] = 0
-    tgt_mask[2, 2:] = 0
-    decoder_input_ids = torch.cat([torch.full((3, 1), PAD), labels[:, :-1]], 1).masked_fill(tgt_mask == 0, PAD)
-    inputs = dict(input_ids=src.masked_fill(src_mask == 0, PAD), attention_mask=src_mask,
-                  decoder_input_ids=decoder_input_ids, decoder_attention_mask=tgt_mask)
-    return inputs, labels.masked_fill(tgt_mask == 0, IGNORE)
+    return seq2seq_batch((7, 5, 3), (6, 4, 2), pad=PAD, high=PAD)
 
 
 @pytest.mark.parametrize("cls", ["MarianMTModel", "MarianModel"])
@@ -212,41 +204,20 @@ def test_hf_to_lmforge_parity(cls, tmp_path):
     assert ours.config.family == "marian" and ours.config.activation == "silu" and ours.config.scale_embeddings
     assert (ours.config.num_layers, ours.config.num_decoder_layers) == (2, 3)
     inputs, labels = batch()
-    with torch.no_grad():
-        a = hf(**inputs, output_hidden_states=True)
-        b = ours(**inputs, output_hidden_states=True)
-    pairs = list(zip(a.encoder_hidden_states, b.backbone.encoder.hidden_states))
-    pairs += list(zip(a.decoder_hidden_states, b.backbone.hidden_states))
-    assert len(pairs) == 3 + 4  # embeddings + one per layer, each stack
-    for i, (x, y) in enumerate(pairs):  # every position, padding included
-        torch.testing.assert_close(y, x, **TOL, msg=lambda m, i=i: f"hidden state {i}: {m}")
-    if cls == "MarianModel":
-        return
-    torch.testing.assert_close(b.heads["seq2seq_lm"].logits, a.logits, **TOL)
-    with torch.no_grad():
-        hf_loss = hf(**inputs, labels=labels).loss
-        our_loss = ours(**inputs, labels=labels).loss
-    torch.testing.assert_close(our_loss, hf_loss, **TOL)
+    # embeddings + one per layer, each stack
+    assert_seq2seq_parity(hf, ours, inputs, labels, states=3 + 4, lm_head=cls != "MarianModel")
 
 
 @pytest.mark.parametrize("cls", ["MarianMTModel", "MarianModel"])
 def test_lmforge_to_hf_round_trip(cls, tmp_path):
     hf, directory = hf_marian(tmp_path, cls)
     ours = load_hf(directory)
-    save_hf(ours, tmp_path / "export")
-    again = load_hf(tmp_path / "export")
-    before, after = ours.state_dict(), again.state_dict()
-    assert before.keys() == after.keys()
-    for key in before:
-        assert torch.equal(before[key], after[key]), key
-    assert again.head_specs() == ours.head_specs() and again.config == ours.config
+    again = assert_round_trip(ours, tmp_path / "export")
+    assert again.config == ours.config
 
-    reloaded, info = getattr(transformers, cls).from_pretrained(tmp_path / "export", output_loading_info=True)
     # the sinusoids are not stored (MarianMTModel ignores them on save too); MarianModel re-creates them
-    missing = {k for k in info["missing_keys"] if "embed_positions" not in k}
-    assert not missing and not info["unexpected_keys"] and not info["mismatched_keys"], info
-    for key, tensor in hf.state_dict().items():
-        assert torch.equal(reloaded.state_dict()[key], tensor), key
+    reloaded = assert_loads_in_transformers(getattr(transformers, cls), tmp_path / "export", hf,
+                                            missing_ok=lambda key: "embed_positions" in key)
     assert reloaded.config.decoder_start_token_id == PAD and reloaded.config.forced_eos_token_id is None
 
 

@@ -8,8 +8,6 @@ transformers (the matching AutoModelFor* class) with no missing or unexpected te
 
 from __future__ import annotations
 
-import functools
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,9 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from lmforge.convert import load_hf, save_hf  # noqa: E402
+from parity_helpers import CheckpointStore, assert_loads_in_transformers, assert_round_trip, random_hf_model  # noqa: E402
+
+from lmforge.convert import load_hf  # noqa: E402
 from lmforge.heads import IGNORE  # noqa: E402
 
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -91,19 +91,15 @@ def hf_config(family: str, suffix: str):
     return transformers.OpenAIGPTConfig(**kw, **common)
 
 
-@functools.cache
-def hf_checkpoint(family: str, suffix: str) -> tuple[torch.nn.Module, Path]:
+def randomised(name: str) -> bool:
+    return name.endswith("bias") or "LayerNorm" in name or "ln_" in name or "layer_norm" in name
+
+
+def hf_checkpoint(checkpoints: CheckpointStore, family: str, suffix: str) -> tuple[torch.nn.Module, Path]:
     """A random HF model (eval, fp32) and the directory it was saved to; built once per case."""
-    torch.manual_seed(1234)
-    config = hf_config(family, suffix)
-    model = getattr(transformers, PREFIX[family] + suffix.split(":")[0])(config).eval()
-    with torch.no_grad():  # HF zero-inits biases and LayerNorm shifts; randomise so they are tested
-        for name, param in model.named_parameters():
-            if name.endswith("bias") or "LayerNorm" in name or "ln_" in name or "layer_norm" in name:
-                param.add_(torch.randn_like(param) * 0.1)
-    directory = Path(tempfile.mkdtemp(prefix=f"hf-{family}-{suffix.replace(':', '-')}-"))
-    model.save_pretrained(directory)
-    return model, directory
+    cls = getattr(transformers, PREFIX[family] + suffix.split(":")[0])
+    return checkpoints.get(f"{family}-{suffix.replace(':', '-')}", lambda: random_hf_model(
+        cls, hf_config(family, suffix), seed=1234, randomise=randomised))
 
 
 def pad_id(family: str) -> int:
@@ -181,8 +177,8 @@ def head_logits(suffix: str, hf_out, ours_out) -> list[tuple[str, torch.Tensor, 
 
 
 @pytest.mark.parametrize("family,suffix", CASES, ids=[f"{f}-{s}" for f, s in CASES])
-def test_hf_to_lmforge_parity(family, suffix):
-    hf_model, directory = hf_checkpoint(family, suffix)
+def test_hf_to_lmforge_parity(family, suffix, hf_checkpoints):
+    hf_model, directory = hf_checkpoint(hf_checkpoints, family, suffix)
     ours = load_hf(directory).eval()
     assert ours.config.sinusoidal_positions == suffix.endswith(":sinusoidal")
     if family == "albert":
@@ -208,27 +204,15 @@ def test_hf_to_lmforge_parity(family, suffix):
 
 
 @pytest.mark.parametrize("family,suffix", CASES, ids=[f"{f}-{s}" for f, s in CASES])
-def test_lmforge_to_hf_round_trip(family, suffix, tmp_path):
-    hf_model, directory = hf_checkpoint(family, suffix)
+def test_lmforge_to_hf_round_trip(family, suffix, tmp_path, hf_checkpoints):
+    hf_model, directory = hf_checkpoint(hf_checkpoints, family, suffix)
     ours = load_hf(directory).eval()
-    save_hf(ours, tmp_path / "hf")
-
-    # ours -> HF -> ours is bit-exact
-    again = load_hf(tmp_path / "hf")
-    before, after = ours.state_dict(), again.state_dict()
-    assert before.keys() == after.keys()
-    for key in before:
-        assert torch.equal(before[key], after[key]), key
-    assert again.head_specs() == ours.head_specs()
+    assert_round_trip(ours, tmp_path / "hf")  # ours -> HF -> ours is bit-exact
 
     # and transformers loads the export as the same class, with nothing missing or unexpected
     auto = getattr(transformers, AUTO[suffix.split(":")[0]])
-    reloaded, info = auto.from_pretrained(tmp_path / "hf", output_loading_info=True)
-    reloaded.eval()
+    reloaded = assert_loads_in_transformers(auto, tmp_path / "hf", hf_model).eval()
     assert type(reloaded) is type(hf_model)
-    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
-    for key, tensor in hf_model.state_dict().items():
-        assert torch.equal(reloaded.state_dict()[key], tensor), key
     hf_in, _, _, _ = make_batch(family, suffix)
     with torch.no_grad():
         a = hf_model(**hf_in, output_hidden_states=True)

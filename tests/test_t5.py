@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from lmforge.config import ModelConfig
-from lmforge.heads import IGNORE
 from lmforge.models.task_model import TaskModel, load_model, save_model
 from lmforge.nn.relative_position import RelativePositionBias, relative_position_bucket
 
@@ -153,6 +152,16 @@ def test_saves_and_loads(tmp_path):
 # ----------------------------------------------------------------------------------- HF interop
 transformers = pytest.importorskip("transformers")
 
+from parity_helpers import (  # noqa: E402
+    assert_loads_in_transformers,
+    assert_round_trip,
+    assert_seq2seq_parity,
+    assert_states,
+    random_hf_model,
+    saved,
+    seq2seq_batch,
+)
+
 from lmforge.convert import load_hf, save_hf  # noqa: E402
 from lmforge.convert.hf_config import ConfigError, from_hf_config  # noqa: E402
 from lmforge.generate import GenerationConfig, generate  # noqa: E402
@@ -177,44 +186,23 @@ def hf_t5(tmp_path, version: str, cls: str = "T5ForConditionalGeneration", seed:
     different lm_head, as the released v1.1 checkpoints have); the token table shrunk and the last decoder
     norm's gain raised so next tokens depend on the source and the past, with sharp distributions (no
     near-ties in generate)."""
-    torch.manual_seed(seed)
-    model = getattr(transformers, cls)(hf_t5_config(version, **overrides)).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "layer_norm" in name or "relative_attention_bias" in name:
-                param.add_(torch.randn_like(param) * 0.3)
+    def adjust(model):
         model.shared.weight.mul_(0.1)  # so the decoder's input token does not dominate its output
         if cls == "T5ForConditionalGeneration":
             model.decoder.final_layer_norm.weight.mul_(30.0 if version == "v1.0" else 3.0)
             if version == "v1.1":
                 model.lm_head.weight = torch.nn.Parameter(torch.randn(V, 32) * 0.3)
-    directory = tmp_path / f"{cls}-{version}"
-    model.save_pretrained(directory)
-    return model, directory
+
+    model = random_hf_model(getattr(transformers, cls), hf_t5_config(version, **overrides), seed=seed, scale=0.3,
+                            randomise=lambda name: "layer_norm" in name or "relative_attention_bias" in name,
+                            adjust=adjust)
+    return saved(model, tmp_path / f"{cls}-{version}")
 
 
-def batch(src_len: int = 25, tgt_len: int = 23):
+def batch():
     """Right-padded sources and targets (long enough to reach the log-spaced buckets); decoder inputs =
     labels shifted right behind the pad token, as T5's `_shift_right` builds them."""
-    g = torch.Generator().manual_seed(7)
-    src = torch.randint(2, V, (3, src_len), generator=g)
-    src_mask = torch.ones_like(src)
-    src_mask[1, 17:] = 0
-    src_mask[2, 3:] = 0
-    labels = torch.randint(2, V, (3, tgt_len), generator=g)
-    tgt_mask = torch.ones_like(labels)
-    tgt_mask[1, 12:] = 0
-    tgt_mask[2, 2:] = 0
-    decoder_input_ids = torch.cat([torch.full((3, 1), PAD), labels[:, :-1]], 1).masked_fill(tgt_mask == 0, PAD)
-    inputs = dict(input_ids=src.masked_fill(src_mask == 0, PAD), attention_mask=src_mask,
-                  decoder_input_ids=decoder_input_ids, decoder_attention_mask=tgt_mask)
-    return inputs, labels.masked_fill(tgt_mask == 0, IGNORE)
-
-
-def assert_states(pairs, count):
-    assert len(pairs) == count
-    for i, (x, y) in enumerate(pairs):  # every position, padding included
-        torch.testing.assert_close(y, x, **TOL, msg=lambda m, i=i: f"hidden state {i}: {m}")
+    return seq2seq_batch((25, 17, 3), (23, 12, 2), pad=PAD, high=V)
 
 
 @pytest.mark.parametrize("version", ["v1.0", "v1.1"])
@@ -228,18 +216,7 @@ def test_hf_to_lmforge_parity(cls, version, tmp_path):
     if cls == "T5ForConditionalGeneration":
         assert c.tie_word_embeddings == (version == "v1.0")
     inputs, labels = batch()
-    with torch.no_grad():
-        a = hf(**inputs, output_hidden_states=True)
-        b = ours(**inputs, output_hidden_states=True)
-    assert_states(list(zip(a.encoder_hidden_states, b.backbone.encoder.hidden_states))
-                  + list(zip(a.decoder_hidden_states, b.backbone.hidden_states)), 3 + 4)
-    if cls == "T5Model":
-        return
-    torch.testing.assert_close(b.heads["seq2seq_lm"].logits, a.logits, **TOL)
-    with torch.no_grad():
-        hf_loss = hf(**inputs, labels=labels).loss
-        our_loss = ours(**inputs, labels=labels).loss
-    torch.testing.assert_close(our_loss, hf_loss, **TOL)
+    assert_seq2seq_parity(hf, ours, inputs, labels, states=3 + 4, lm_head=cls != "T5Model")
 
 
 @pytest.mark.parametrize("version", ["v1.0", "v1.1"])
@@ -259,19 +236,11 @@ def test_encoder_model_parity(version, tmp_path):
 def test_lmforge_to_hf_round_trip(cls, version, tmp_path):
     hf, directory = hf_t5(tmp_path, version, cls)
     ours = load_hf(directory)
-    save_hf(ours, tmp_path / "export")
-    again = load_hf(tmp_path / "export")
-    before, after = ours.state_dict(), again.state_dict()
-    assert before.keys() == after.keys()
-    for key in before:
-        assert torch.equal(before[key], after[key]), key
-    assert again.head_specs() == ours.head_specs() and again.config == ours.config
+    again = assert_round_trip(ours, tmp_path / "export")
+    assert again.config == ours.config
 
-    reloaded, info = getattr(transformers, cls).from_pretrained(tmp_path / "export", output_loading_info=True)
+    reloaded = assert_loads_in_transformers(getattr(transformers, cls), tmp_path / "export", hf)
     assert type(reloaded).__name__ == cls
-    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
-    for key, tensor in hf.state_dict().items():
-        assert torch.equal(reloaded.state_dict()[key], tensor), key
     assert reloaded.config.scale_decoder_outputs == hf.config.scale_decoder_outputs
 
 

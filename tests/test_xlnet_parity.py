@@ -9,8 +9,6 @@ export must load in transformers as the same class with nothing missing or unexp
 
 from __future__ import annotations
 
-import functools
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,9 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from lmforge.convert import load_hf, save_hf  # noqa: E402
+from parity_helpers import CheckpointStore, assert_loads_in_transformers, assert_round_trip, random_hf_model  # noqa: E402
+
+from lmforge.convert import load_hf  # noqa: E402
 from lmforge.heads import IGNORE  # noqa: E402
 
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -44,17 +44,11 @@ def hf_config(suffix: str, mem_len: int | None = None):
                                     pad_token_id=PAD, **labels)
 
 
-@functools.cache
-def hf_checkpoint(suffix: str, mem_len: int | None = None) -> tuple[torch.nn.Module, Path]:
-    torch.manual_seed(1234)
-    model = getattr(transformers, "XLNet" + suffix)(hf_config(suffix, mem_len)).eval()
-    with torch.no_grad():  # HF zero-inits biases and LayerNorm shifts; randomise so they are tested
-        for name, param in model.named_parameters():
-            if name.endswith("bias") or "layer_norm" in name:
-                param.add_(torch.randn_like(param) * 0.1)
-    directory = Path(tempfile.mkdtemp(prefix=f"hf-xlnet-{suffix}-"))
-    model.save_pretrained(directory)
-    return model, directory
+def hf_checkpoint(checkpoints: CheckpointStore, suffix: str,
+                  mem_len: int | None = None) -> tuple[torch.nn.Module, Path]:
+    return checkpoints.get(f"xlnet-{suffix}-{mem_len}", lambda: random_hf_model(
+        getattr(transformers, "XLNet" + suffix), hf_config(suffix, mem_len), seed=1234,
+        randomise=lambda name: name.endswith("bias") or "layer_norm" in name))
 
 
 def make_batch(suffix: str, seed: int = 7) -> tuple[dict, dict, dict]:
@@ -125,8 +119,8 @@ def assert_states(hf_states, ours_backbone) -> None:
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
-def test_hf_to_lmforge_parity(suffix):
-    hf_model, directory = hf_checkpoint(suffix)
+def test_hf_to_lmforge_parity(suffix, hf_checkpoints):
+    hf_model, directory = hf_checkpoint(hf_checkpoints, suffix)
     ours = load_hf(directory).eval()
     inputs, hf_labels, ours_labels = make_batch(suffix)
     with torch.no_grad():
@@ -142,9 +136,9 @@ def test_hf_to_lmforge_parity(suffix):
 
 
 @pytest.mark.parametrize("suffix", ["Model", "LMHeadModel"])
-def test_two_stream_parity(suffix):
+def test_two_stream_parity(suffix, hf_checkpoints):
     """perm_mask + target_mapping: the query stream's states, the (B, M, V) logits and the loss."""
-    hf_model, directory = hf_checkpoint(suffix)
+    hf_model, directory = hf_checkpoint(hf_checkpoints, suffix)
     ours = load_hf(directory).eval()
     inputs, _, _ = make_batch(suffix)
     inputs, labels = two_stream_inputs(inputs)
@@ -162,9 +156,9 @@ def test_two_stream_parity(suffix):
     torch.testing.assert_close(ours_loss, hf_loss, **TOL)
 
 
-def test_perm_mask_without_target_mapping():
+def test_perm_mask_without_target_mapping(hf_checkpoints):
     """perm_mask alone shapes the content stream (every position still sees itself)."""
-    hf_model, directory = hf_checkpoint("LMHeadModel")
+    hf_model, directory = hf_checkpoint(hf_checkpoints, "LMHeadModel")
     ours = load_hf(directory).eval()
     inputs, _, _ = make_batch("LMHeadModel")
     inputs, _ = two_stream_inputs(inputs)
@@ -178,11 +172,11 @@ def test_perm_mask_without_target_mapping():
 
 
 @pytest.mark.parametrize("two_stream", [False, True], ids=["content", "two-stream"])
-def test_memory_parity(two_stream):
+def test_memory_parity(two_stream, hf_checkpoints):
     """Segment recurrence (§2.4): two consecutive segments; the second attends to the first's cached
     states. Outputs and the new memory of both calls agree with HF's `mems`."""
     mem_len = 5
-    hf_model, directory = hf_checkpoint("LMHeadModel", mem_len)
+    hf_model, directory = hf_checkpoint(hf_checkpoints, "LMHeadModel", mem_len)
     ours = load_hf(directory).eval()
     assert ours.config.mem_len == mem_len
     first, _, _ = make_batch("LMHeadModel", seed=1)
@@ -207,23 +201,12 @@ def test_memory_parity(two_stream):
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
-def test_lmforge_to_hf_round_trip(suffix, tmp_path):
-    hf_model, directory = hf_checkpoint(suffix)
+def test_lmforge_to_hf_round_trip(suffix, tmp_path, hf_checkpoints):
+    hf_model, directory = hf_checkpoint(hf_checkpoints, suffix)
     ours = load_hf(directory).eval()
-    save_hf(ours, tmp_path / "hf")
-    again = load_hf(tmp_path / "hf")
-    before, after = ours.state_dict(), again.state_dict()
-    assert before.keys() == after.keys()
-    for key in before:
-        assert torch.equal(before[key], after[key]), key
-    assert again.head_specs() == ours.head_specs()
-    auto = getattr(transformers, AUTO[suffix])
-    reloaded, info = auto.from_pretrained(tmp_path / "hf", output_loading_info=True)
-    reloaded.eval()
+    assert_round_trip(ours, tmp_path / "hf")
+    reloaded = assert_loads_in_transformers(getattr(transformers, AUTO[suffix]), tmp_path / "hf", hf_model).eval()
     assert type(reloaded) is type(hf_model)
-    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
-    for key, tensor in hf_model.state_dict().items():
-        assert torch.equal(reloaded.state_dict()[key], tensor), key
     if "Classification" in suffix:
         assert reloaded.config.id2label == hf_model.config.id2label
 

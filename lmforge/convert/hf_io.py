@@ -6,12 +6,12 @@ Weights go through `lmforge.weights.load_weights`: safetensors, or `.bin` pickle
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from lmforge.jsonfile import load_json
 from lmforge.weights import load_weights
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -19,12 +19,7 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: file not found") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: line {err.lineno}: invalid JSON ({err.msg})") from None
+    data = load_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object")
     return data

@@ -160,15 +160,20 @@ def read_error(path: Path, lineno: int, err: BaseException) -> ValueError:
     return ValueError(f"{path}: {kind}: reading stopped after line {lineno} ({detail})")
 
 
-def sniff(path: Path) -> bytes:
-    """The first block of decompressed bytes; refuses binary files (NUL bytes) by name."""
+def read_head(path: Path, size: int) -> bytes:
+    """The first `size` decompressed bytes; a file that cannot be read is a ValueError naming it."""
     try:
         with open_binary(path) as fh:
-            head = fh.read(SNIFF_BYTES)
+            return fh.read(size)
     except ValueError:
         raise
     except Exception as err:  # noqa: BLE001 - OSError, EOFError, zlib/zstd errors: a truncated or fake archive
         raise ValueError(f"{path}: cannot read ({err})") from None
+
+
+def sniff(path: Path) -> bytes:
+    """The first block of decompressed bytes; refuses binary files (NUL bytes) by name."""
+    head = read_head(path, SNIFF_BYTES)
     if b"\x00" in head:
         raise ValueError(f"{path}: looks like a binary file (NUL bytes in the first {SNIFF_BYTES} bytes); refusing it")
     return head

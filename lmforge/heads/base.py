@@ -46,6 +46,12 @@ class Head(nn.Module):
         """Whether the backbone must return every layer's states for this head (TaskModel asks)."""
         return self.mix is not None
 
+    def backbone_inputs(self, inputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The backbone's inputs shaped as this head reads its output (TaskModel asks every head before
+        the backbone runs). Unchanged by default; a head that scores groups of sequences reshapes them
+        here and leaves in `batch` what its forward needs to undo that."""
+        return inputs
+
     def representation(self, out: BackboneOutput) -> torch.Tensor:
         """(B, T, H): the scalar mix of all hidden states when the head has one, else the last layer."""
         if self.mix is None:

@@ -83,7 +83,18 @@ class SequenceClassificationHead(Head):
         return HeadOutput(logits=logits, loss=loss, labels=labels)
 
 
-class SimilarityHead(SequenceClassificationHead):
+class GroupedSequenceHead(SequenceClassificationHead):
+    """A sequence head over several sequences per example: (B, C, T) inputs run through the backbone as
+    B*C sequences, and `num_choices` (C) goes to the heads in the batch to regroup the scores."""
+
+    def backbone_inputs(self, inputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        if inputs["input_ids"].dim() != 3:  # already flattened (another grouped head) or one per example
+            return inputs
+        batch["num_choices"] = inputs["input_ids"].shape[1]
+        return {k: v.flatten(0, 1) for k, v in inputs.items()}
+
+
+class SimilarityHead(GroupedSequenceHead):
     """GPT-1 §3.3 "Similarity": a left-to-right model reads the pair in both orders (the task's batching
     gives (B, 2, T) inputs); the two final states are added element-wise before the linear output layer."""
 
@@ -94,11 +105,8 @@ class SimilarityHead(SequenceClassificationHead):
         return self.out(self.drop(states.view(-1, 2, states.shape[-1]).sum(dim=1)))  # (B, num_labels)
 
 
-class MultipleChoiceHead(SequenceClassificationHead):
-    """SWAG (BERT §4.4): score each (context, ending) pair with one number, softmax over choices.
-
-    The task model flattens (B, C, T) inputs to (B*C, T) and passes `num_choices`.
-    """
+class MultipleChoiceHead(GroupedSequenceHead):
+    """SWAG (BERT §4.4): score each (context, ending) pair with one number, softmax over choices."""
 
     kind = "multiple_choice"
 

@@ -96,14 +96,14 @@ class TaskModel(nn.Module):
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
                 heads: tuple[str, ...] | None = None, **batch: Any) -> ModelOutput:
-        """Batch keys the backbone names in `input_names` go to it; the rest (labels ...) to the heads."""
+        """Batch keys the backbone names in `input_names` go to it, shaped by the heads' `backbone_inputs`;
+        the rest (labels ...) to the heads."""
         batch.update(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
         inputs = {k: batch.pop(k) for k in self.backbone.input_names if batch.get(k) is not None}
         for key in ("input_ids", "attention_mask", "token_type_ids"):
             batch.pop(key, None)
-        if inputs["input_ids"].dim() == 3:  # multiple choice: (B, C, T) -> (B*C, T)
-            batch["num_choices"] = inputs["input_ids"].shape[1]
-            inputs = {k: v.flatten(0, 1) for k, v in inputs.items()}
+        for head in self.heads.values():  # e.g. multiple choice: (B, C, T) -> (B*C, T)
+            inputs = head.backbone_inputs(inputs, batch)
         wanted = heads if heads is not None else tuple(self.heads)
         output_hidden_states = output_hidden_states or any(
             getattr(self.heads[name], "reads_hidden_states", False) for name in wanted if name in self.heads)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from lmforge.data.columnar import check_columns, table_kind, table_texts
-from lmforge.data.reader import ReadStats, decode_line, open_binary, read_error
+from lmforge.data.reader import ReadStats, decode_line, open_binary, read_error, read_head
 
 _SNIFF_BYTES = 8192
 
@@ -30,13 +30,7 @@ def check_corpus_file(path: str | Path, text_column: str = "text") -> Path:
     if table_kind(path):
         check_columns(path, [text_column], text=True)
         return path
-    try:
-        with open_binary(path) as handle:
-            head = handle.read(_SNIFF_BYTES)
-    except ValueError:
-        raise
-    except Exception as err:  # noqa: BLE001 - OSError, EOFError, zlib/zstd errors: a truncated or fake archive
-        raise ValueError(f"{path}: cannot read ({err})") from None
+    head = read_head(path, _SNIFF_BYTES)
     if not head.strip():
         raise ValueError(f"{path}: corpus file is empty")
     if b"\x00" in head:
