@@ -65,6 +65,7 @@ class ElmoConfig:
     type_vocab_size = 0
     # --- what task heads and `lmforge finetune` read (Peters et al. 2018 §3.3) ---
     task_layer_mix = True  # task heads read gamma * sum_j s_j h_j over all layers (§3.2 eq. 1)
+    task_layer_standardize = True  # each layer standardized per dimension first (lmforge.nn.scalar_mix: why)
     freeze_for_tasks = True  # "we freeze the weights of the biLM" (§3.3); finetune --update-backbone trains it
     classifier_style = "mean"  # a biLM has no sentence token (lmforge.heads.tasks.SequenceClassificationHead)
 
