@@ -17,4 +17,4 @@ TEXT_TASKS: tuple[str, ...] = (*GLUE_TASKS, "squad", "multi30k", "text2text")
 # generic task data files: the format is inferred from the suffix unless --format names it
 TASK_DATA_FORMATS: tuple[str, ...] = ("tsv", "csv", "jsonl", "parquet", "arrow")
 
-TOKENIZER_KINDS: tuple[str, ...] = ("wordpiece", "bpe", "unigram")
+TOKENIZER_KINDS: tuple[str, ...] = ("wordpiece", "bpe", "unigram", "word")

@@ -1,5 +1,7 @@
 """ELMo's configuration (Peters et al. 2018 §3.3-3.4; bilm-tf `options.json`): a character CNN token
 encoder and a biLSTM with projections, its own config class (registered in `CONFIG_CLASSES` as "elmo").
+`token_encoder="word_embedding"` swaps the character CNN for a word embedding table, bilm-tf's word-input
+biLM (its options without `char_cnn`): the baseline ELMo's character inputs are measured against.
 
 Field names follow bilm-tf's options where they exist (`filters`, `n_highway`, `cell_clip`, ...), so
 an exported `options.json` is a renaming, not a translation. The attributes generic code reads from a
@@ -19,6 +21,9 @@ from typing import Any
 BOS_CHAR, EOS_CHAR, BOW_CHAR, EOW_CHAR, PAD_CHAR = 256, 257, 258, 259, 260
 NUM_CHARACTERS = 262
 
+# how a token becomes the biLSTM's input: its characters through a CNN (§3.4), or a row of a word table
+TOKEN_ENCODERS = ("char_cnn", "word_embedding")
+
 # Peters et al. 2018 §3.4 / bilm-tf options of the released model: 2048 character n-gram filters
 PAPER_FILTERS: tuple[tuple[int, int], ...] = ((1, 32), (2, 32), (3, 64), (4, 128), (5, 256), (6, 512), (7, 1024))
 
@@ -29,6 +34,8 @@ class ElmoConfig:
 
     vocab_size: int = 793471  # the softmax size (1B Word Benchmark vocabulary in the paper)
     pad_token_id: int | None = 0
+
+    token_encoder: str = "char_cnn"  # or "word_embedding": (vocab_size, projection_dim), no characters read
 
     # --- character CNN (§3.4; bilm-tf `char_cnn`) ---
     max_characters_per_token: int = 50
@@ -58,10 +65,13 @@ class ElmoConfig:
     type_vocab_size = 0
     # --- what task heads and `lmforge finetune` read (Peters et al. 2018 §3.3) ---
     task_layer_mix = True  # task heads read gamma * sum_j s_j h_j over all layers (§3.2 eq. 1)
+    task_layer_standardize = True  # each layer standardized per dimension first (lmforge.nn.scalar_mix: why)
     freeze_for_tasks = True  # "we freeze the weights of the biLM" (§3.3); finetune --update-backbone trains it
     classifier_style = "mean"  # a biLM has no sentence token (lmforge.heads.tasks.SequenceClassificationHead)
 
     def __post_init__(self) -> None:
+        if self.token_encoder not in TOKEN_ENCODERS:
+            raise ValueError(f"token_encoder must be one of {', '.join(TOKEN_ENCODERS)}, got {self.token_encoder!r}")
         self.filters = tuple((int(w), int(n)) for w, n in self.filters)
         if not self.filters:
             raise ValueError("ElmoConfig.filters is empty: the character CNN needs at least one (width, count)")
@@ -76,6 +86,11 @@ class ElmoConfig:
     @property
     def arch(self) -> str:
         return "elmo"
+
+    @property
+    def reads_characters(self) -> bool:
+        """Whether tokens reach the model as characters (char_ids) or as word ids only."""
+        return self.token_encoder == "char_cnn"
 
     @property
     def n_filters(self) -> int:
@@ -117,4 +132,7 @@ ELMO_PRESETS: dict[str, dict[str, Any]] = {
     # a size that trains on two CPU cores: a quarter of the filters, 512 cells, 128 projections
     "elmo-cpu": dict(filters=((1, 32), (2, 32), (3, 64), (4, 128)), n_highway=2, lstm_dim=512,
                      projection_dim=128),
+    # elmo-cpu's biLSTM and softmax over a word embedding table instead of characters: the word-level LSTM
+    # LM of the same size (Peters et al. 2018 §3 and Jozefowicz et al. 2016 §3 compare the two encoders)
+    "elmo-cpu-word": dict(token_encoder="word_embedding", lstm_dim=512, projection_dim=128),
 }

@@ -97,6 +97,12 @@ def export_elmo(model: TaskModel | ElmoBackbone, out_dir: str | Path) -> Path:
     backbone = getattr(model, "backbone", model)
     if not isinstance(backbone, ElmoBackbone):
         raise ValueError(f"export to the bilm-tf format needs an ELMo model, got {type(backbone).__name__}")
+    if not backbone.config.reads_characters:
+        # AllenNLP's ElmoBiLm builds its token layer from options["char_cnn"] and reads the CNN datasets
+        # only; a word table has no place in that pair of files
+        raise ValueError(f"options.json + weights.hdf5 hold a character-CNN biLM; this ELMo has a "
+                         f"{backbone.config.token_encoder} token encoder (elmo-cpu-word), which AllenNLP "
+                         "cannot read: keep the lmforge model directory")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / OPTIONS_FILE).write_text(json.dumps(options_from_config(backbone.config), indent=2) + "\n")

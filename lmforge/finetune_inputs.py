@@ -34,10 +34,16 @@ class WithBackboneInputs:
         return {**batch, **self.make(batch["input_ids"], batch["attention_mask"], texts)}
 
 
+TASK_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what every task's collate makes
+
+
 def task_for(model: Any, tokenizer: Any, task: Any) -> Any:
-    """`task` itself when the backbone reads only what tasks collate, else wrapped to add the rest."""
+    """`task` itself when the backbone reads only what tasks collate (ELMo's word-encoder baseline
+    too), else wrapped to add the rest."""
     make = getattr(model.backbone, "inputs_for_tokenizer", None)
-    return task if make is None else WithBackboneInputs(task, make(tokenizer), model.backbone.input_names)
+    if make is None or set(model.backbone.input_names) <= set(TASK_INPUTS):
+        return task
+    return WithBackboneInputs(task, make(tokenizer), model.backbone.input_names)
 
 
 def feature_based(model: Any, update_backbone: bool | None) -> bool:

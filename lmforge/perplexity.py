@@ -10,6 +10,14 @@ MLM (BERT family): pseudo-perplexity, Salazar et al. 2020, "Masked Language Mode
 every token is masked in turn and scored by log P(w_t | W without t); PPPL = exp(-1/N sum_t log P).
 Each token is scored inside the same strided windows (wrapped in the tokenizer's [CLS] ... [SEP]),
 so its context is up to `max_length` tokens around it, as the CLM's is before it.
+
+biLM (ELMo, Peters et al. 2018 §3.1): the file is read as `lmforge prepare --format lines` streams a
+pre-training corpus, each non-blank line followed by the end-of-text token (the biLM's </S>, which
+bilm-tf's test data also ends every line with), so held-out text looks like the training stream. Both
+LMs run over the same strided windows in one pass: the forward LM scores a window's tokens as the CLM's rule does (those after what
+an earlier window scored), the backward LM its mirror image (the tokens before the next window's
+start), so each direction scores every token but the file's first (forward) or last (backward) once.
+Reported per direction, and as exp of their mean NLL (bilm-tf's `test` averages the two losses).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from tqdm.auto import tqdm
 from lmforge.heads.lm import IGNORE
 from lmforge.models import TaskModel
 
-LM_KINDS = ("clm", "mlm")
+LM_KINDS = ("clm", "mlm", "bilm")
 MASK_TOKENS = ("[MASK]", "<mask>")
 
 
@@ -41,11 +49,11 @@ class PerplexityConfig:
 
 
 def lm_head_name(model: TaskModel) -> str:
-    """The model's CLM or MLM head; a fine-tuned or encoder-only model has none."""
+    """The model's CLM, MLM or biLM head; a fine-tuned or encoder-only model has none."""
     found = [name for name, head in model.heads.items() if head.kind in LM_KINDS]
     if not found:
         kinds = [head.kind for head in model.heads.values()]
-        raise ValueError(f"the model has no CLM or MLM head (heads: {kinds or 'none'}); perplexity needs one")
+        raise ValueError(f"the model has no CLM, MLM or biLM head (heads: {kinds or 'none'}); perplexity needs one")
     return found[0]
 
 
@@ -69,6 +77,24 @@ def read_ids(tokenizer: Tokenizer, path: Path, max_tokens: int | None) -> list[i
     if len(ids) < 2:
         raise ValueError(f"{path}: {len(ids)} token(s); perplexity needs at least 2")
     return ids
+
+
+def read_line_ids(tokenizer: Tokenizer, path: Path, max_tokens: int | None) -> list[int]:
+    """Every non-blank line's ids, each followed by the end-of-text id (eos, else sep)."""
+    from lmforge.tokenizers import special_tokens
+
+    special = special_tokens(tokenizer)
+    end = special.eos if special.eos is not None else special.sep
+    if end is None:
+        raise ValueError("the tokenizer has no end-of-text token (eos or [SEP]) to close each line with")
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err})") from None
+    ids = [i for enc in tokenizer.encode_batch(lines, add_special_tokens=False) for i in (*enc.ids, end)]
+    if len(ids[:max_tokens]) < 2:
+        raise ValueError(f"{path}: {len(ids[:max_tokens])} token(s); perplexity needs at least 2")
+    return ids[:max_tokens]
 
 
 def clm_nll(model: TaskModel, head: str, ids: list[int], cfg: PerplexityConfig, length: int, stride: int,
@@ -133,9 +159,46 @@ def mlm_nll(model: TaskModel, head: str, ids: list[int], cfg: PerplexityConfig, 
     return total, count
 
 
+def bilm_nll(model: TaskModel, head: str, ids: list[int], cfg: PerplexityConfig, length: int, stride: int,
+             tokenizer: Tokenizer, device: torch.device) -> dict[str, tuple[float, int]]:
+    """Total NLL and tokens scored per direction; windows of one length are batched."""
+    from lmforge.features import extra_inputs
+    from lmforge.heads.bilm import DIRECTIONS
+
+    lm, extra = model.heads[head], extra_inputs(model.backbone, tokenizer)
+    spans = list(windows(len(ids), length, stride))
+    # the backward LM scores a window's tokens up to where the next window begins (the last: all but its end)
+    stops = [spans[k + 1][0] if k + 1 < len(spans) else spans[k][1] - 1 for k in range(len(spans))]
+    totals = {direction: [0.0, 0] for direction in DIRECTIONS}
+    by_length: dict[int, list[int]] = {}  # windows of one length batch together (only the last is shorter)
+    for k, (begin, end, _) in enumerate(spans):
+        by_length.setdefault(end - begin, []).append(k)
+    groups = [same[at:at + cfg.batch_size] for same in by_length.values() for at in range(0, len(same), cfg.batch_size)]
+    targets_of = torch.tensor(ids, device=device)
+    for group in tqdm(groups, desc="perplexity", unit="batch", leave=False, disable=not cfg.progress):
+        window = torch.tensor([ids[spans[k][0]:spans[k][1]] for k in group], device=device)  # (B, T)
+        mask = torch.ones_like(window)
+        hidden = model.backbone(window, mask, **extra(window, mask)).last_hidden_state  # (B, T, 2P)
+        rows: dict[str, list[tuple[int, int, int]]] = {direction: [] for direction in DIRECTIONS}
+        for row, k in enumerate(group):
+            begin, end, first = spans[k]
+            # (row, state position, target position): t-1 predicts t forward, t+1 predicts t backward
+            rows["forward"] += [(row, t - 1 - begin, t) for t in range(max(first, begin + 1), end)]
+            rows["backward"] += [(row, t + 1 - begin, t) for t in range(begin, min(stops[k], end - 1))]
+        for direction, picked in rows.items():
+            if not picked:
+                continue
+            at = torch.tensor(picked, device=device)  # (N, 3)
+            loss = lm.direction_loss(hidden[at[:, 0], at[:, 1]], targets_of[at[:, 2]], direction)
+            totals[direction][0] += float(loss) * len(picked)
+            totals[direction][1] += len(picked)
+    return {direction: (total, count) for direction, (total, count) in totals.items()}
+
+
 def perplexity(model: TaskModel, tokenizer: Tokenizer, path: str | Path, cfg: PerplexityConfig,
                device: torch.device) -> dict[str, Any]:
-    """Perplexity (CLM) or pseudo-perplexity (MLM) of the text in `path`, as a JSON-ready dict."""
+    """Perplexity (CLM), pseudo-perplexity (MLM) or both directions' perplexity (biLM) of the text in
+    `path`, as a JSON-ready dict."""
     path = Path(path)
     head = lm_head_name(model)
     kind = model.heads[head].kind
@@ -150,9 +213,12 @@ def perplexity(model: TaskModel, tokenizer: Tokenizer, path: str | Path, cfg: Pe
     stride = cfg.stride or max(1, length // 2)
     if stride > length:
         raise ValueError(f"--stride {stride} is longer than a window's {length} text tokens")
-    ids = read_ids(tokenizer, path, cfg.max_tokens)
+    ids = (read_line_ids if kind == "bilm" else read_ids)(tokenizer, path, cfg.max_tokens)
     model = model.to(device).eval()
     with torch.inference_mode():
+        if kind == "bilm":
+            return bilm_result(bilm_nll(model, head, ids, cfg, length, stride, tokenizer, device),
+                               path, len(ids), max_length, stride)
         if kind == "clm":
             total, count = clm_nll(model, head, ids, cfg, length, stride, device)
             method = "strided sliding windows (HF perplexity guide)"
@@ -162,4 +228,16 @@ def perplexity(model: TaskModel, tokenizer: Tokenizer, path: str | Path, cfg: Pe
     nll = total / count
     return {"task": "perplexity", "input": str(path), "objective": kind, "method": method,
             "perplexity": math.exp(nll), "nll_per_token": nll, "tokens": len(ids), "tokens_scored": count,
+            "max_length": max_length, "stride": stride}
+
+
+def bilm_result(sums: dict[str, tuple[float, int]], path: Path, tokens: int, max_length: int,
+                stride: int) -> dict[str, Any]:
+    nll = {direction: total / count for direction, (total, count) in sums.items()}
+    mean = sum(nll.values()) / len(nll)
+    return {"task": "perplexity", "input": str(path), "objective": "bilm",
+            "method": "forward and backward LM over strided windows (each scores its side's context)",
+            "perplexity": math.exp(mean), "nll_per_token": mean,
+            **{f"{direction}_perplexity": math.exp(value) for direction, value in nll.items()},
+            "tokens": tokens, "tokens_scored": {direction: count for direction, (_, count) in sums.items()},
             "max_length": max_length, "stride": stride}

@@ -101,7 +101,7 @@ def test_loss_is_the_mean_of_both_directions_full_softmax():
 
 def test_objective_refuses_a_transformer_and_a_width_mismatch():
     objective = make_objective(ObjectiveConfig(kind="bilm", max_seq_len=16))
-    with pytest.raises(ValueError, match="character-level biLM backbone"):
+    with pytest.raises(ValueError, match="needs a biLM backbone"):
         objective.check_model(ModelConfig.from_name("bert-tiny"))
     with pytest.raises(ValueError, match="max_characters_per_token=50"):
         objective.check_model(tiny_elmo(10))

@@ -82,3 +82,49 @@ def test_embed_cli_scalar_mix(elmo_dir, tmp_path):
                              "--scalar-mix", "0,1,x"])
     with pytest.raises(ValueError, match="--scalar-mix"):
         bad.func(bad)
+
+
+def layers_and_mask(seed: int, offset: float = 0.0, scale: float = 1.0):
+    """Three (2, 5, 4) layers with a padded second row whose padding holds garbage."""
+    gen = torch.Generator().manual_seed(seed)
+    layers = [offset + scale * torch.randn(2, 5, 4, generator=gen) for _ in range(3)]
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    for layer in layers:
+        layer[1, 3:] = 1e4
+    return layers, mask
+
+
+def test_standardized_mix_uses_the_real_tokens_statistics():
+    layers, mask = layers_and_mask(0)
+    mix = ScalarMix(3, weights=[1.0, 0.0, -1.0], gamma=2.0, standardize_dim=4)
+    out = mix(layers, mask)  # training: the batch's statistics enter first
+    s = mix.normalized().detach()
+    real = [layer[mask.bool()] for layer in layers]  # (8, 4): padding excluded
+    expected = 2.0 * sum(w * (r - r.mean(0)) / torch.sqrt(r.var(0, unbiased=False) + 1e-5) for w, r in zip(s, real))
+    assert torch.allclose(out[mask.bool()], expected, atol=1e-5)
+    assert torch.allclose(mix.running_mean, torch.stack([r.mean(0) for r in real]), atol=1e-6)
+    assert int(mix.tokens_seen) == 8
+
+
+def test_running_statistics_pool_every_training_token_and_evaluation_reads_them():
+    mix = ScalarMix(3, standardize_dim=4)
+    (a, mask_a), (b, mask_b) = layers_and_mask(1), layers_and_mask(2, offset=3.0, scale=0.5)
+    mix(a, mask_a)
+    mix(b, mask_b)
+    pooled = [torch.cat([x[mask_a.bool()], y[mask_b.bool()]]) for x, y in zip(a, b)]  # (16, 4) per layer
+    assert torch.allclose(mix.running_mean, torch.stack([p.mean(0) for p in pooled]), atol=1e-5)
+    assert torch.allclose(mix.running_var, torch.stack([p.var(0, unbiased=False) for p in pooled]), atol=1e-5)
+    mix.eval()
+    before = mix.running_mean.clone()
+    first = mix(a, mask_a)
+    assert torch.equal(mix.running_mean, before) and int(mix.tokens_seen) == 16  # evaluation only reads them
+    assert torch.equal(first, mix(a, mask_a))  # and a batch is scored the same whatever else is in it
+
+
+def test_a_shared_offset_and_scale_do_not_reach_the_mix():
+    """What frozen biLM states look like to a task head: a large per-dimension offset shared by every
+    token. Standardized, the mix of offset + scale * h is the mix of h."""
+    layers, mask = layers_and_mask(3)
+    shifted = [torch.linspace(-30, 30, 4) + 5.0 * layer for layer in layers]
+    plain, moved = ScalarMix(3, standardize_dim=4), ScalarMix(3, standardize_dim=4)
+    assert torch.allclose(plain(layers, mask)[mask.bool()], moved(shifted, mask)[mask.bool()], atol=1e-4)

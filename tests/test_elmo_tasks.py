@@ -16,9 +16,12 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 
 from lmforge.elmo_chars import token_char_ids
 from lmforge.elmo_config import ElmoConfig
-from lmforge.finetune import HEAD, load_backbone_with_head
+from lmforge.finetune import HEAD, FinetuneConfig, finetune, load_backbone_with_head
 from lmforge.finetune_inputs import feature_based, task_for
+from lmforge.heads import build_head
 from lmforge.models import TaskModel, load_model, save_model
+from lmforge.models.backbone import BackboneOutput
+from lmforge.nn.init import init_weights
 from lmforge.tasks import get_task
 from lmforge.tasks.text import load_task_tokenizer, pad_id
 from lmforge.weights import load_weights
@@ -70,8 +73,11 @@ def assert_feature_based_run(pretrained, run) -> None:
     assert weights.shape == (3,)  # token layer + two biLSTM layers
     assert not torch.equal(weights, torch.zeros(3)) or float(gamma) != 1.0  # moved from its start
     head = load_model(run).heads[HEAD]
-    assert head.spec()["scalar_mix"] == 3
+    assert head.spec()["scalar_mix"] == 3 and head.spec()["standardize_layers"]
     assert torch.equal(head.mix.weights.detach(), weights) and torch.equal(head.mix.gamma.detach(), gamma)
+    # the layers' statistics from the training batches travel with the run (evaluate and predict read them)
+    assert int(saved[f"heads.{HEAD}.mix.tokens_seen"]) > 0
+    assert torch.equal(head.mix.running_mean, saved[f"heads.{HEAD}.mix.running_mean"])
 
 
 def test_sst2_feature_based_end_to_end(tmp_path, capsys):
@@ -153,3 +159,56 @@ def test_unknown_words_of_a_pair_come_from_their_own_text():
     assert feature["unknown_texts"] == {2: "Zebra", 5: "Quokka"}
     assert "unknown_texts" not in task.encode([TextExample("the cat", "sat", "0", 3, "mem")], tok, 32,
                                               ["0", "1"], train=True).features[0]
+
+
+def offset_features(gen: torch.Generator, width: int) -> tuple[BackboneOutput, torch.Tensor]:
+    """Three layers as a frozen biLM gives them: one large offset per dimension shared by every token,
+    a small token-to-token spread that carries the label (20% of tokens are class 1), and noise."""
+    labels = (torch.rand(32, 10, generator=gen) < 0.2).long()
+    direction = torch.ones(width) / width ** 0.5
+    layers = tuple(torch.linspace(-6, 6, width) + 0.1 * (2 * labels[..., None] - 1) * direction
+                   + 0.05 * torch.randn(32, 10, width, generator=gen) for _ in range(3))
+    return BackboneOutput(layers[-1], torch.ones(32, 10, dtype=torch.long), hidden_states=layers), labels
+
+
+@pytest.mark.parametrize("standardize", [True, False])
+def test_a_head_on_offset_dominated_features_learns_only_standardized(standardize):
+    """Issue 14's CoNLL F1 0.0 for trained and random ELMo alike: on frozen states as they are, a linear
+    head at the feature-based 1e-3 spends its steps on the shared offset and predicts the majority
+    class; with each layer standardized (the ELMo default) the same head in the same 60 steps separates
+    the classes. A spec that names its mix without `standardize_layers` (saved before) keeps raw layers."""
+    config = ElmoConfig(vocab_size=10, filters=((1, 4),), n_highway=0, lstm_dim=8, projection_dim=8)
+    torch.manual_seed(0)
+    backbone = TaskModel(config).backbone
+    spec = {"kind": "token_classification", "num_labels": 2, **({} if standardize else {"scalar_mix": 3})}
+    head = build_head(config, backbone, spec)
+    init_weights(head, config)
+    assert head.spec().get("standardize_layers", False) == standardize
+    optimizer = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=0.01)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        out, labels = offset_features(gen, config.hidden_size)
+        loss = head(out, {"labels": labels}).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    head.eval()
+    out, labels = offset_features(gen, config.hidden_size)
+    with torch.no_grad():
+        predicted = head(out, {}).logits.argmax(-1)
+    recall = float((predicted[labels == 1] == 1).float().mean())
+    assert recall > 0.9 if standardize else recall == 0.0
+
+
+def test_frozen_random_elmo_tags_entities_with_the_defaults(tmp_path):
+    """`lmforge finetune --task ner` with no flags on a random-init ELMo and 160 CoNLL sentences: the
+    head leaves the all-O prior (before the layers were standardized it predicted O everywhere)."""
+    data = tmp_path / "conll"
+    data.mkdir()
+    for name, n in (("eng.train", 3000), ("eng.testa", 1500)):
+        (data / name).write_text("".join(head_lines(data_path("conll2003", name), n)))
+    pretrained = tiny_elmo_dir(tmp_path / "elmo", texts_of(data))
+    summary = finetune(FinetuneConfig(task="ner", model=str(pretrained), data=str(data), out=str(tmp_path / "run"),
+                                      progress=False))
+    assert summary["hyperparameters"]["lr"] == 1e-3 and summary["steps"] == 25
+    assert summary["final"]["f1"] > 0.0 and summary["final"]["recall"] > 0.0

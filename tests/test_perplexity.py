@@ -102,4 +102,4 @@ def test_perplexity_needs_a_language_model_head(tmp_path, capsys):
     assert cli.main(["evaluate", "--task", "perplexity", "--model", str(directory), "--input",
                      str(tmp_path / "t.txt")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "no CLM or MLM head" in err
+    assert len(err.splitlines()) == 1 and "no CLM, MLM or biLM head" in err

@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                "translation model's BLEU/chrF (--task translation)")
     add_task_arguments(p, required=False)
     p.add_argument("--model", required=True, help="run directory written by `lmforge finetune`; with "
-                                                  "--task perplexity a pre-trained CLM/MLM (lmforge or HF)")
+                                                  "--task perplexity a pre-trained CLM/MLM (lmforge or HF) "
+                                                  "or biLM (ELMo: forward and backward perplexity)")
     p.add_argument("--data", help="task directory or file (required unless --task perplexity)")
     p.add_argument("--input", help="--task perplexity: UTF-8 text file to score")
     p.add_argument("--stride", type=bounded(int, least=1),
@@ -74,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_perplexity(args: argparse.Namespace) -> int:
-    """CLM perplexity over strided windows, or MLM pseudo-perplexity (lmforge/perplexity.py)."""
+    """CLM perplexity over strided windows, MLM pseudo-perplexity, or a biLM's two perplexities
+    (lmforge/perplexity.py)."""
     from lmforge.convert import load_pretrained
     from lmforge.finetune import resolve_device
     from lmforge.perplexity import PerplexityConfig, perplexity

@@ -13,8 +13,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("tokenizer", help="train or inspect a tokenizer")
     sub = parser.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
 
-    train = sub.add_parser("train", help="train WordPiece / byte-level BPE / Unigram on text files")
-    train.add_argument("--kind", choices=TOKENIZER_KINDS, required=True)
+    train = sub.add_parser("train", help="train WordPiece / byte-level BPE / Unigram / word vocabularies on text files")
+    train.add_argument("--kind", choices=TOKENIZER_KINDS, required=True,
+                       help="word: whole whitespace-separated words of an already tokenised corpus (ELMo), "
+                            "the most frequent up to --vocab-size, the rest [UNK]")
     train.add_argument("--vocab-size", type=int, required=True)
     train.add_argument("--corpus", nargs="+", required=True, metavar="FILE",
                        help="UTF-8 text files (plain, .gz or .zst), one sentence or document per line, or "

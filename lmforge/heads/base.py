@@ -27,19 +27,24 @@ class Head(nn.Module):
     `spec` holds the constructor arguments, so `config.json` can rebuild the head; `label_key`
     names the batch entry with its targets, so several heads can train together (MLM + NSP).
     `scalar_mix` (the number of hidden states, or None) makes `representation` ELMo's task vector
-    gamma * sum_j s_j h_j over every layer (Peters et al. 2018 §3.2 eq. 1) instead of the last layer.
+    gamma * sum_j s_j h_j over every layer (Peters et al. 2018 §3.2 eq. 1) instead of the last layer;
+    `standardize_layers` standardizes each layer's dimensions first (lmforge.nn.scalar_mix says why).
     """
 
     kind: ClassVar[str]
     default_label_key: ClassVar[str] = "labels"
 
     def __init__(self, config: ModelConfig, backbone: Backbone, *, label_key: str | None = None,
-                 loss_weight: float = 1.0, scalar_mix: int | None = None) -> None:
+                 loss_weight: float = 1.0, scalar_mix: int | None = None, standardize_layers: bool = False) -> None:
         super().__init__()
         self.label_key = label_key or self.default_label_key
         self.loss_weight = loss_weight
         self.scalar_mix = scalar_mix  # None: not asked; 0: asked not to mix (recorded in the spec)
-        self.mix = ScalarMix(scalar_mix) if scalar_mix else None
+        if standardize_layers and not scalar_mix:
+            raise ValueError("standardize_layers standardizes the layers of a scalar mix; the head has none")
+        self.standardize_layers = standardize_layers
+        self.mix = (ScalarMix(scalar_mix, standardize_dim=config.hidden_size if standardize_layers else None)
+                    if scalar_mix else None)
 
     @property
     def reads_hidden_states(self) -> bool:
@@ -58,12 +63,14 @@ class Head(nn.Module):
             return out.last_hidden_state
         if out.hidden_states is None:
             raise ValueError(f"head {self.kind!r} mixes the hidden states; call the backbone with output_hidden_states")
-        return self.mix(out.hidden_states)
+        return self.mix(out.hidden_states, out.attention_mask)
 
     def spec(self) -> dict[str, Any]:
         spec = {"kind": self.kind, "label_key": self.label_key, "loss_weight": self.loss_weight}
         if self.scalar_mix is not None:  # only then: specs saved before the mix existed stay equal
             spec["scalar_mix"] = self.scalar_mix
+        if self.standardize_layers:  # likewise: a spec saved without it reads False, as it was trained
+            spec["standardize_layers"] = True
         return spec
 
     def forward(self, out: BackboneOutput, batch: dict[str, Any]) -> HeadOutput:  # pragma: no cover
@@ -81,12 +88,16 @@ class Head(nn.Module):
         return {f"{name}_accuracy": sums[f"{name}_correct"] / sums[f"{name}_n"]}
 
 
-def default_scalar_mix(config: ModelConfig, backbone: Backbone, scalar_mix: int | None) -> int | None:
-    """A task head's mix when its spec names none: every hidden state where the config says task heads
-    read the mix (ELMo, Peters et al. 2018 §3.3), else none."""
+def default_scalar_mix(config: ModelConfig, backbone: Backbone, scalar_mix: int | None,
+                       standardize_layers: bool | None = None) -> dict[str, Any]:
+    """A task head's mix settings. A spec that names no mix gets every hidden state where the config
+    says task heads read the mix (ELMo, Peters et al. 2018 §3.3), standardized where it says so too;
+    a spec that names its mix (a saved head) keeps what it says."""
     if scalar_mix is None and getattr(config, "task_layer_mix", False):
-        return backbone.num_hidden_states()
-    return scalar_mix
+        scalar_mix = backbone.num_hidden_states()
+        if standardize_layers is None:
+            standardize_layers = getattr(config, "task_layer_standardize", False)
+    return {"scalar_mix": scalar_mix, "standardize_layers": bool(standardize_layers)}
 
 
 def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:

@@ -81,6 +81,12 @@ class BiLMHead(Head):
         return BiLMOutput(logits=None, loss=(losses[0] + losses[1]) / 2, labels=torch.cat(rows),
                           predictions=torch.cat(preds), direction_loss=sums, direction_n=n)
 
+    def direction_loss(self, hidden: torch.Tensor, targets: torch.Tensor, direction: str) -> torch.Tensor:
+        """Mean NLL of one direction's LM over chosen rows of [forward; backward] states (N, 2P) and their
+        targets (N,): held-out scoring (lmforge.perplexity) picks each direction's rows itself."""
+        state = self.split(hidden)[DIRECTIONS.index(direction)]
+        return linear_cross_entropy(state, self.softmax_weight, self.softmax_bias, targets)[0]
+
     def metric_counts(self, name: str, out: HeadOutput) -> dict[str, float]:
         assert isinstance(out, BiLMOutput)
         counts = {f"{name}_correct": (out.predictions == out.labels).sum().item(), f"{name}_n": out.labels.numel()}

@@ -35,8 +35,8 @@ class SequenceClassificationHead(Head):
 
     def __init__(self, config: ModelConfig, backbone: Backbone, *, num_labels: int | None = None,
                  label_names: list[str] | None = None, style: str | None = None,
-                 scalar_mix: int | None = None, **kw: Any) -> None:
-        super().__init__(config, backbone, scalar_mix=default_scalar_mix(config, backbone, scalar_mix), **kw)
+                 scalar_mix: int | None = None, standardize_layers: bool | None = None, **kw: Any) -> None:
+        super().__init__(config, backbone, **default_scalar_mix(config, backbone, scalar_mix, standardize_layers), **kw)
         if num_labels is None:
             num_labels = len(label_names) if label_names else 2
         self.num_labels = num_labels
@@ -130,8 +130,9 @@ class TokenClassificationHead(Head):
     kind = "token_classification"
 
     def __init__(self, config: ModelConfig, backbone: Backbone, *, num_labels: int | None = None,
-                 label_names: list[str] | None = None, scalar_mix: int | None = None, **kw: Any) -> None:
-        super().__init__(config, backbone, scalar_mix=default_scalar_mix(config, backbone, scalar_mix), **kw)
+                 label_names: list[str] | None = None, scalar_mix: int | None = None,
+                 standardize_layers: bool | None = None, **kw: Any) -> None:
+        super().__init__(config, backbone, **default_scalar_mix(config, backbone, scalar_mix, standardize_layers), **kw)
         if num_labels is None:
             num_labels = len(label_names) if label_names else 2
         self.num_labels = num_labels

@@ -3,7 +3,9 @@ shared by a forward and a backward LSTM language model.
 
 Token encoder (§3.4, bilm-tf `_build_word_char_embeddings`): each token's UTF-8 bytes as character
 ids (`lmforge.elmo_chars`), a 16-dim character embedding, convolutions of several widths each
-max-pooled over the characters, highway layers and a linear projection to the LSTM width.
+max-pooled over the characters, highway layers and a linear projection to the LSTM width. The
+`word_embedding` encoder (bilm-tf `_build_word_embeddings`) is a (vocab, projection_dim) table instead:
+the word-level LM the character CNN is compared with; everything after the token layer is shared.
 biLM (§3.1): per direction `num_layers` LSTMs with a projection (cells -> projection_dim), cell and
 projection clipping as TF's LSTMCell does, a residual connection around every layer but the first.
 Hidden states (§3.2): the token layer duplicated for both directions, then each biLSTM layer with
@@ -120,15 +122,20 @@ def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 class ElmoBackbone(nn.Module):
     """The backbone protocol of lmforge.models.backbone over ELMo's biLM. Inputs are `char_ids`
-    (B, T, max_characters_per_token); `input_ids` only give the batch shape (the word ids are the
-    softmax targets, read by the `bilm` head)."""
+    (B, T, max_characters_per_token), and `input_ids` only give the batch shape (the word ids are the
+    softmax targets, read by the `bilm` head); with the word encoder the `input_ids` are the input."""
 
-    input_names: tuple[str, ...] = ("input_ids", "attention_mask", "char_ids")
+    bidirectional_lm = True  # what objective bilm trains (lmforge.objectives.bilm)
 
     def __init__(self, config: ElmoConfig, init: bool = True) -> None:
         super().__init__()
         self.config = config
-        self.token_encoder = CharCNN(config)
+        if config.reads_characters:
+            self.token_encoder: nn.Module = CharCNN(config)
+            self.input_names: tuple[str, ...] = ("input_ids", "attention_mask", "char_ids")
+        else:
+            self.token_encoder = nn.Embedding(config.vocab_size, config.projection_dim, padding_idx=config.pad_token_id)
+            self.input_names = ("input_ids", "attention_mask")
         P = config.projection_dim
         self.layers = nn.ModuleList(
             BiLstmLayer(P, config.lstm_dim, P, config.cell_clip, config.proj_clip) for _ in range(config.num_layers)
@@ -139,21 +146,16 @@ class ElmoBackbone(nn.Module):
 
     def reset_parameters(self) -> None:
         """bilm-tf's initialisers: character embeddings U(-1, 1); conv N(0, 1/(width * E)); highway
-        N(0, 1/F) with carry bias -2; projection N(0, 1/F); LSTM kernels Glorot-uniform (TF's default)."""
-        cnn, E = self.token_encoder, self.config.char_embedding_dim
+        N(0, 1/F) with carry bias -2; projection N(0, 1/F); word embeddings and LSTM kernels Glorot-uniform
+        (TF's default, which bilm-tf's `embedding` and LSTMCell variables get)."""
         with torch.no_grad():
-            nn.init.uniform_(cnn.char_embedding.weight, -1.0, 1.0)
-            cnn.char_embedding.weight[0].zero_()
-            for conv, (width, _) in zip(cnn.convs, self.config.filters):
-                nn.init.normal_(conv.weight, std=math.sqrt(1.0 / (width * E)))
-                nn.init.zeros_(conv.bias)
-            F_ = self.config.n_filters
-            for highway in cnn.highways:
-                for linear, bias in ((highway.carry, -2.0), (highway.transform, 0.0)):
-                    nn.init.normal_(linear.weight, std=math.sqrt(1.0 / F_))
-                    nn.init.constant_(linear.bias, bias)
-            nn.init.normal_(cnn.projection.weight, std=math.sqrt(1.0 / F_))
-            nn.init.zeros_(cnn.projection.bias)
+            if self.config.reads_characters:
+                self._reset_char_cnn()
+            else:
+                table = self.token_encoder.weight
+                nn.init.uniform_(table, -math.sqrt(6.0 / sum(table.shape)), math.sqrt(6.0 / sum(table.shape)))
+                if self.token_encoder.padding_idx is not None:
+                    table[self.token_encoder.padding_idx].zero_()
             for layer in self.layers:
                 fan_in = layer.w_input.shape[1] + layer.w_hidden.shape[1]  # TF's kernel is [input; h] x 4C
                 bound = math.sqrt(6.0 / (fan_in + layer.w_input.shape[2]))
@@ -163,9 +165,25 @@ class ElmoBackbone(nn.Module):
                 bound = math.sqrt(6.0 / sum(layer.w_projection.shape[1:]))
                 nn.init.uniform_(layer.w_projection, -bound, bound)
 
+    def _reset_char_cnn(self) -> None:
+        cnn, E, F_ = self.token_encoder, self.config.char_embedding_dim, self.config.n_filters
+        nn.init.uniform_(cnn.char_embedding.weight, -1.0, 1.0)
+        cnn.char_embedding.weight[0].zero_()
+        for conv, (width, _) in zip(cnn.convs, self.config.filters):
+            nn.init.normal_(conv.weight, std=math.sqrt(1.0 / (width * E)))
+            nn.init.zeros_(conv.bias)
+        for highway in cnn.highways:
+            for linear, bias in ((highway.carry, -2.0), (highway.transform, 0.0)):
+                nn.init.normal_(linear.weight, std=math.sqrt(1.0 / F_))
+                nn.init.constant_(linear.bias, bias)
+        nn.init.normal_(cnn.projection.weight, std=math.sqrt(1.0 / F_))
+        nn.init.zeros_(cnn.projection.bias)
+
     # ------------------------------------------------------------------ protocol
     def input_embeddings(self) -> nn.Embedding:
-        raise ValueError("ELMo has no token embedding table: tokens are encoded from their characters")
+        if self.config.reads_characters:
+            raise ValueError("ELMo has no token embedding table: tokens are encoded from their characters")
+        return self.token_encoder
 
     def num_hidden_states(self) -> int:
         return self.config.num_layers + 1  # token layer + one per biLSTM layer
@@ -180,9 +198,13 @@ class ElmoBackbone(nn.Module):
         """What the backbone reads besides token ids, made from them (lmforge.features and fine-tuning
         batches call this): each id's characters as the bilm objective spelt them in pre-training,
         padding tokens all 0. `texts` (one {position: text} per row, or None) spells the tokens a
-        vocabulary lost to its unknown id from their text instead: characters are ELMo's open vocabulary."""
+        vocabulary lost to its unknown id from their text instead: characters are ELMo's open vocabulary.
+        The word encoder reads the ids alone: nothing to add."""
         from lmforge.elmo_chars import token_char_ids, tokenizer_char_table
         from lmforge.tokenizers import special_tokens
+
+        if not self.config.reads_characters:
+            return lambda ids, mask, texts=None: {}
 
         width = self.config.max_characters_per_token
         table = torch.from_numpy(tokenizer_char_table(tokenizer, special_tokens(tokenizer), width).astype("int64"))
@@ -199,8 +221,16 @@ class ElmoBackbone(nn.Module):
         return make
 
     # ------------------------------------------------------------------ forward
-    def encode_tokens(self, char_ids: torch.Tensor) -> torch.Tensor:
-        """(B, T, W) character ids -> (B, T, P) context-independent token vectors."""
+    def encode_tokens(self, input_ids: torch.Tensor | None, char_ids: torch.Tensor | None) -> torch.Tensor:
+        """(B, T, W) character ids, or (B, T) word ids for the word encoder -> (B, T, P) context-independent
+        token vectors."""
+        if not self.config.reads_characters:
+            if input_ids is None:
+                raise ValueError("ELMo's word encoder needs input_ids (B, T)")
+            return self.token_encoder(input_ids)
+        if char_ids is None:
+            raise ValueError("ELMo needs char_ids (B, T, max_characters_per_token) in the batch "
+                             "(the backbone's inputs_for_tokenizer makes them)")
         B, T, W = char_ids.shape
         return self.token_encoder(char_ids.reshape(B * T, W)).view(B, T, -1)
 
@@ -211,14 +241,11 @@ class ElmoBackbone(nn.Module):
         callers that pass those positionally work unchanged; the characters come by keyword."""
         if token_type_ids is not None:
             raise ValueError("ELMo has no segment embeddings: token_type_ids must be None")
-        if char_ids is None:
-            raise ValueError("ELMo needs char_ids (B, T, max_characters_per_token) in the batch "
-                             "(lmforge.elmo_chars.char_ids_for_tokens)")
-        B, T, _ = char_ids.shape
-        if attention_mask is None:
-            attention_mask = char_ids.ne(0).any(-1).long()  # (B, T): padding tokens are all zeros
+        tokens = self.encode_tokens(input_ids, char_ids)  # (B, T, P)
+        if attention_mask is None:  # a padding token's characters are all 0; bare word ids mark no padding
+            attention_mask = (char_ids.ne(0).any(-1) if self.config.reads_characters
+                              else torch.ones_like(input_ids, dtype=torch.bool)).long()
         lengths = attention_mask.long().sum(1)  # (B,) right padding
-        tokens = self.encode_tokens(char_ids)  # (B, T, P)
         states = [torch.cat([tokens, tokens], dim=-1)]  # §3.2: the token layer for both directions
         x = torch.stack([tokens, reverse_padded(tokens, lengths)])  # (2, B, T, P)
         for index, layer in enumerate(self.layers):

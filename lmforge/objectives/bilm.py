@@ -6,7 +6,8 @@ head trains the forward and backward LMs with one shared softmax.
 The character ids come from the tokenizer the data was prepared with (the copy beside the shards):
 every id is decoded to its text once when the data opens (a (V, W) table), so a batch's characters
 are one lookup per token. With a word-level tokenizer the units are words, as in the paper; with a
-subword tokenizer they are its pieces.
+subword tokenizer they are its pieces. A word-encoder biLM (elmo-cpu-word) trains on the same batches
+and ignores the characters, so the two encoders are compared on identical data.
 """
 
 from __future__ import annotations
@@ -63,10 +64,10 @@ class BiLM(CausalLM):
         from lmforge.models.registry import BACKBONES
 
         backbone = BACKBONES.get(model.arch)
-        if backbone is None or "char_ids" not in getattr(backbone, "input_names", ()):
-            raise ValueError(f"objective {self.kind} needs a character-level biLM backbone (elmo-cpu, elmo-small, "
+        if backbone is None or not getattr(backbone, "bidirectional_lm", False):
+            raise ValueError(f"objective {self.kind} needs a biLM backbone (elmo-cpu, elmo-cpu-word, elmo-small, "
                              f"...), got arch {model.arch!r}")
-        if model.max_characters_per_token != self.settings.max_characters_per_token:
+        if model.reads_characters and model.max_characters_per_token != self.settings.max_characters_per_token:
             raise ValueError(f"objective.max_characters_per_token={self.settings.max_characters_per_token} "
                              f"but the model reads {model.max_characters_per_token}")
 

@@ -1,4 +1,4 @@
-"""Tokenizers: train (WordPiece / byte-level BPE / Unigram), load (lmforge or HF dirs), export for HF."""
+"""Tokenizers: train (WordPiece / byte-level BPE / Unigram / words), load (lmforge or HF dirs), export for HF."""
 
 from lmforge.tokenizers.corpus import check_corpus_file, iter_lines
 from lmforge.tokenizers.families import KINDS, TEMPLATES, FamilyTemplate, template

@@ -1,5 +1,5 @@
 """Special-token templates of each model family: which tokens exist, in which id order, and how
-one or two segments are wrapped. The tokenizer algorithm (WordPiece, BPE, Unigram) is chosen
+one or two segments are wrapped. The tokenizer algorithm (WordPiece, BPE, Unigram, words) is chosen
 separately, so a template only fixes what the model code and the HF checkpoint expect.
 """
 
@@ -136,4 +136,5 @@ def template(family: str) -> FamilyTemplate:
 
 
 def default_family(kind: str) -> str:
-    return {"wordpiece": "bert", "bpe": "gpt2", "unigram": "albert"}[kind]
+    """Word vocabularies take BERT's specials: ELMo reads [CLS]/[SEP] as its <S>/</S> (lmforge.elmo_chars)."""
+    return {"wordpiece": "bert", "bpe": "gpt2", "unigram": "albert", "word": "bert"}[kind]

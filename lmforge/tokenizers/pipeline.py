@@ -37,7 +37,8 @@ def legacy_bert_normalizer(lowercase: bool, strip_accents: bool | None, chinese_
 
 
 def bpe_normalizer(lowercase: bool, strip_accents: bool) -> Normalizer | None:
-    """GPT-2 applies no normalisation (its byte-level BPE represents any string, §2.2)."""
+    """GPT-2 applies no normalisation (its byte-level BPE represents any string, §2.2); nor does bilm-tf
+    to the words of its vocabulary (the word kind)."""
     steps: list[Normalizer] = []
     if strip_accents:
         steps += _strip_accents_keep_hangul()
@@ -72,10 +73,17 @@ def pre_tokenizer(kind: str, add_prefix_space: bool = False) -> pre_tokenizers.P
             pre_tokenizers.WhitespaceSplit(),
             pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always"),
         ])
+    if kind == "word":
+        # bilm-tf splits each line of its (already tokenised) corpus on whitespace, nothing more: a word
+        # of WikiText or CoNLL ("U.S.", "@-@") stays one token, as the NER tags and the biLM expect
+        return pre_tokenizers.WhitespaceSplit()
     raise ValueError(f"unknown tokenizer kind {kind!r}")
 
 
-def decoder(kind: str) -> decoders.Decoder:
+def decoder(kind: str) -> decoders.Decoder | None:
+    """None for words: the library's default decoding joins the tokens with spaces, which is the text."""
+    if kind == "word":
+        return None
     if kind == "wordpiece":
         return decoders.WordPiece(prefix="##")
     if kind == "bpe":

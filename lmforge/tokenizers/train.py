@@ -1,8 +1,10 @@
 """Train a tokenizer from raw text files with the HuggingFace `tokenizers` library.
 
 kind picks the algorithm: WordPiece (BERT, Devlin et al. 2019 §3 / Wu et al. 2016), byte-level BPE
-(GPT-2, Radford et al. 2019 §2.2; RoBERTa, Liu et al. 2019 §4.4) or Unigram LM (Kudo 2018, used by
-ALBERT through SentencePiece). family picks the special tokens and how segments are wrapped.
+(GPT-2, Radford et al. 2019 §2.2; RoBERTa, Liu et al. 2019 §4.4), Unigram LM (Kudo 2018, used by
+ALBERT through SentencePiece) or whole words (ELMo, Peters et al. 2018 §3: the most frequent
+whitespace-separated tokens of an already tokenised corpus, the rest unknown, as bilm-tf's vocabulary
+files are). family picks the special tokens and how segments are wrapped.
 The result is ready to use: decoder, post-processor, padding and truncation are all set.
 """
 
@@ -31,7 +33,7 @@ def _model_and_trainer(kind: str, tmpl: FamilyTemplate, vocab_size: int, min_fre
     specials = _added(tmpl)
     # None keeps every character: a 1000-character cap would turn rare Hangul syllables into [UNK]
     alphabet = {} if limit_alphabet is None else {"limit_alphabet": limit_alphabet}
-    if kind in ("wordpiece", "unigram") and tmpl.unk is None:
+    if kind in ("wordpiece", "unigram", "word") and tmpl.unk is None:
         raise ValueError(f"{kind} needs an unknown token, but family {tmpl.name!r} has none; use kind 'bpe'")
     if kind == "wordpiece":
         model = models.WordPiece(unk_token=tmpl.unk, continuing_subword_prefix="##",
@@ -53,6 +55,11 @@ def _model_and_trainer(kind: str, tmpl: FamilyTemplate, vocab_size: int, min_fre
             vocab_size=vocab_size, special_tokens=specials, unk_token=tmpl.unk, max_piece_length=16,
             n_sub_iterations=2, shrinking_factor=0.75, show_progress=show_progress,
         )
+    elif kind == "word":
+        # the vocab_size - specials most frequent words (WordLevelTrainer counts the specials in the size)
+        model = models.WordLevel(unk_token=tmpl.unk)
+        trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                            special_tokens=specials, show_progress=show_progress)
     else:
         raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of {KINDS}")
     return model, trainer
@@ -106,12 +113,14 @@ def train_tokenizer(
     tokenizer = Tokenizer(model)
     if kind == "wordpiece":
         tokenizer.normalizer = pipeline.wordpiece_normalizer(lowercase, strip_accents)
-    elif kind == "bpe":
+    elif kind in ("bpe", "word"):
         tokenizer.normalizer = pipeline.bpe_normalizer(lowercase, strip_accents)
     else:
         tokenizer.normalizer = pipeline.unigram_normalizer(lowercase, strip_accents)
     tokenizer.pre_tokenizer = pipeline.pre_tokenizer(kind)
-    tokenizer.decoder = pipeline.decoder(kind)
+    decoder = pipeline.decoder(kind)
+    if decoder is not None:
+        tokenizer.decoder = decoder
 
     tokenizer.train_from_iterator(batched_lines(files, stats=stats, text_column=text_column), trainer=trainer)
 
