@@ -85,7 +85,11 @@ def init_from_task_teacher(student: TaskModel, teacher: TaskModel, where: str) -
     if t.num_layers % s.num_layers:
         raise ValueError(f"--student-init teacher: the student's {s.num_layers} layers must divide the teacher's "
                          f"{t.num_layers} ({where})")
-    if not init_from_teacher(student, teacher):
+    try:
+        copied = init_from_teacher(student, teacher)
+    except ValueError as err:  # a tensor of the student's the teacher does not have
+        raise ValueError(f"--student-init teacher ({where}): {err}; or use --student-init model") from None
+    if not copied:
         raise ValueError(f"--student-init teacher: the student's sizes are not the teacher's ({where}); "
                          f"use --student-init model")
 
