@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lmforge import finetune_inputs, gpt_finetuning, text_to_text
+from lmforge import finetune_distill, finetune_inputs, gpt_finetuning, text_to_text
 from lmforge.config import is_lmforge_dir
 from lmforge.finetune_data import TASK_FILE, TaskBatches, check_out_dir, read_splits
 from lmforge.finetune_defaults import FEATURE_BASED_LR, recipe_for
@@ -78,9 +78,12 @@ class FinetuneConfig:
     resume: bool = False  # continue the interrupted run in `out` from its last checkpoint
     student_layers: int | None = None  # keep K of --model's N layers, one in N/K (DistilBERT §3); None: all
     teacher: str | None = None  # a fine-tuning run of the task whose soft labels the student learns too
-    distill_temperature: float = 2.0  # task distillation (task_distill.py): DistilBERT §4.2's T, α_ce, α_task
-    distill_alpha_ce: float = 0.5
-    distill_alpha_task: float = 0.5
+    student_init: str | None = None  # "teacher" or "model" (finetune_distill.py); None: the teacher's if any
+    # task distillation (task_distill.py): T, α_ce, α_task, α_layers; None: TaskDistillSettings' measured defaults
+    distill_temperature: float | None = None
+    distill_alpha_ce: float | None = None
+    distill_alpha_task: float | None = None
+    distill_alpha_layers: float | None = None
     options: TaskOptions = field(default_factory=TaskOptions)
 
     def to_dict(self) -> dict[str, Any]:
@@ -253,7 +256,7 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, device: torch.device,
     seq2seq = text_to_text.is_encoder_decoder(cfg.model)  # T5: every task as text to text
     task = text_to_text.get_text_task(cfg.task, cfg.options) if seq2seq else get_task(cfg.task, cfg.options)
     lr_given = cfg.lr is not None
-    cfg = apply_recipe(cfg, task)
+    cfg = finetune_distill.resolve(apply_recipe(cfg, task))  # the recipe's and distillation's defaults filled
     max_length = cfg.max_length or default_max_length(cfg.task)
     out = Path(cfg.out)
     if cfg.resume:

@@ -10,6 +10,7 @@ as DistilBERT §3 initialises its student from the teacher (objectives/distill.p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,8 +45,53 @@ def keep_layers(model: TaskModel, layers: int | None) -> TaskModel:
 
 
 def settings_of(cfg: FinetuneConfig) -> TaskDistillSettings:
-    return TaskDistillSettings(temperature=cfg.distill_temperature, alpha_ce=cfg.distill_alpha_ce,
-                               alpha_task=cfg.distill_alpha_task)
+    """The run's distillation settings: the values given, TaskDistillSettings' defaults for the rest."""
+    given = {"temperature": cfg.distill_temperature, "alpha_ce": cfg.distill_alpha_ce,
+             "alpha_task": cfg.distill_alpha_task, "alpha_layers": cfg.distill_alpha_layers}
+    return TaskDistillSettings(**{k: v for k, v in given.items() if v is not None})
+
+
+def resolve(cfg: FinetuneConfig) -> FinetuneConfig:
+    """`cfg` with the distillation values it left out filled in (as apply_recipe fills the recipe's),
+    so that args.json records what the run used; unchanged without a teacher."""
+    init = student_init(cfg)
+    if not cfg.teacher:
+        return cfg
+    settings = settings_of(cfg)
+    return dataclasses.replace(cfg, student_init=init, distill_temperature=settings.temperature,
+                               distill_alpha_ce=settings.alpha_ce, distill_alpha_task=settings.alpha_task,
+                               distill_alpha_layers=settings.alpha_layers)
+
+
+STUDENT_INITS = ("teacher", "model")
+
+
+def student_init(cfg: FinetuneConfig) -> str:
+    """Where the student's weights come from: "teacher" (its layers one in N/K, embeddings, pooler and
+    task head) or "model" (--model's layers, a new task head). None: the teacher's when there is one."""
+    init = cfg.student_init or ("teacher" if cfg.teacher else "model")
+    if init not in STUDENT_INITS:
+        raise ValueError(f"--student-init {init!r}: expected one of {', '.join(STUDENT_INITS)}")
+    if init == "teacher" and not cfg.teacher:
+        raise ValueError("--student-init teacher needs --teacher RUN_DIR")
+    return init
+
+
+def init_from_task_teacher(student: TaskModel, teacher: TaskModel, where: str) -> None:
+    """DistilBERT §3's initialisation at the task stage: the student (--model cut to K layers) takes
+    the fine-tuned teacher's embeddings, layers g(1..K) - 1 (one in N/K from the bottom, as
+    `keep_layers`), pooler and task head, so it starts from what the teacher learnt on the task."""
+    s, t = student.config, teacher.config
+    if t.num_layers % s.num_layers:
+        raise ValueError(f"--student-init teacher: the student's {s.num_layers} layers must divide the teacher's "
+                         f"{t.num_layers} ({where})")
+    try:
+        copied = init_from_teacher(student, teacher)
+    except ValueError as err:  # a tensor of the student's the teacher does not have
+        raise ValueError(f"--student-init teacher ({where}): {err}; or use --student-init model") from None
+    if not copied:
+        raise ValueError(f"--student-init teacher: the student's sizes are not the teacher's ({where}); "
+                         f"use --student-init model")
 
 
 def load_task_teacher(run_dir: str | Path, task_name: str, head: str, label_names: list[str] | None,
@@ -78,10 +124,15 @@ def load_task_teacher(run_dir: str | Path, task_name: str, head: str, label_name
 def with_teacher(student: TaskModel, head: str, task_name: str, tokenizer: Any, cfg: FinetuneConfig,
                  max_length: int) -> nn.Module:
     """What the loop steps: the student alone, or with `cfg.teacher` the distillation module whose
-    loss is α_ce · soft targets + α_task · the student's own loss (task_distill.py)."""
+    loss is α_ce · soft targets + α_task · the student's own loss (+ α_layers · TinyBERT's layer
+    losses; task_distill.py). The student is initialised from the teacher here unless
+    `--student-init model` (a resumed run then loads its checkpoint over it)."""
+    init = student_init(cfg)
     if not cfg.teacher:
         return student
     settings = settings_of(cfg)
     labels = student.heads[head].spec().get("label_names")
     teacher = load_task_teacher(cfg.teacher, task_name, head, labels, tokenizer, max_length)
+    if init == "teacher":
+        init_from_task_teacher(student, teacher, f"--teacher {cfg.teacher}")
     return TaskDistillation(student, teacher, settings)

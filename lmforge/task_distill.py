@@ -29,7 +29,8 @@ from torch.nn import functional as F
 from lmforge.heads import IGNORE, Head
 from lmforge.models import TaskModel
 from lmforge.models.task_model import ModelOutput
-from lmforge.objectives.distill import Distillation
+from lmforge.objectives.distill import Distillation, layer_map
+from lmforge.objectives.tinybert import layer_losses
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,9 +38,10 @@ class TaskDistillSettings:
     temperature: float = 2.0  # DistilBERT's SQuAD distillation
     alpha_ce: float = 0.5  # soft targets
     alpha_task: float = 0.5  # the gold labels
+    alpha_layers: float = 0.0  # TinyBERT §3.1 eqs. 7-9 through the layer map (0: the output only)
 
     def __post_init__(self) -> None:
-        if self.temperature <= 0 or self.alpha_ce < 0 or self.alpha_task < 0:
+        if self.temperature <= 0 or min(self.alpha_ce, self.alpha_task, self.alpha_layers) < 0:
             raise ValueError(f"task distillation needs temperature > 0 and weights >= 0, got {self}")
 
 
@@ -101,7 +103,10 @@ class TaskDistillation(Distillation):
     """A fine-tuned teacher (frozen, eval mode) and the student being fine-tuned on the same batch.
 
     The distilled head is the teacher's one head; the student may have more (GPT-1's auxiliary LM,
-    §3.2), whose losses stay in its own, gold-label term."""
+    §3.2), whose losses stay in its own, gold-label term. With `alpha_layers` the student's layers
+    also imitate the teacher's (TinyBERT §3.1, whose task stage distils the layers before the
+    predictions): attention scores and hidden states through the uniform layer map, at the same
+    width (a student cut from --model or the teacher), so no projection is learned."""
 
     def __init__(self, student: TaskModel, teacher: TaskModel, settings: TaskDistillSettings) -> None:
         super().__init__(student, teacher)
@@ -112,14 +117,30 @@ class TaskDistillation(Distillation):
                              f"{teacher_head.spec()} (same task, same labels)")
         self.settings = settings
         self.soft_loss = SOFT_LOSSES[head.kind]
+        self.map: list[int] = []
+        if settings.alpha_layers > 0:
+            s, t = student.config, teacher.config
+            if (s.hidden_size, s.num_heads) != (t.hidden_size, t.num_heads):
+                raise ValueError(f"--distill-alpha-layers compares hidden states and attention heads one to one: "
+                                 f"the student's width {s.hidden_size} and {s.num_heads} heads must be the "
+                                 f"teacher's {t.hidden_size} and {t.num_heads} (or set it to 0)")
+            self.map = layer_map(s.num_layers, t.num_layers)
 
     def forward(self, **batch: Any) -> ModelOutput:
-        out = self.student(**batch)
+        layers = self.settings.alpha_layers > 0
+        out = self.student(**batch, output_hidden_states=layers, output_attentions=layers)
         with torch.no_grad():
-            teacher = self.teacher(**batch, heads=(self.name,)).heads[self.name]
-        own = out.heads[self.name]
+            taught = self.teacher(**batch, heads=(self.name,), output_hidden_states=layers, output_attentions=layers)
+        own, teacher = out.heads[self.name], taught.heads[self.name]
         soft = self.soft_loss(own.logits, teacher.logits, own.labels, self.settings.temperature)
         loss = self.settings.alpha_ce * soft
         if out.loss is not None:
             loss = loss + self.settings.alpha_task * out.loss
+        if layers:
+            student_out, teacher_out = out.backbone, taught.backbone
+            if student_out.attentions is None or teacher_out.attentions is None:
+                raise ValueError("--distill-alpha-layers: this backbone returns no attention scores to compare")
+            real = student_out.attention_mask.bool()
+            same = layer_losses(student_out, teacher_out, real, self.map, project=lambda states: states)
+            loss = loss + self.settings.alpha_layers * same
         return ModelOutput(backbone=out.backbone, heads=out.heads, loss=loss)

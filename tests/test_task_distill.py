@@ -114,3 +114,32 @@ def test_a_student_with_an_auxiliary_head_keeps_its_loss_in_the_gold_term():
     torch.testing.assert_close(loss, 0.5 * kl(s, t) + 0.5 * own)
     with pytest.raises(ValueError, match="the student has no 'task' head"):
         TaskDistillation(TaskModel(student.config, {"other": head}), teacher, TaskDistillSettings())
+
+
+def test_layer_losses_follow_tinybert_through_the_layer_map():
+    """TinyBERT §3.1 at the task stage: a 1-layer student and a 2-layer teacher, g(1) = 2: the
+    embeddings (eq. 9), then layer 1's attention scores against the teacher's layer 2 (eq. 7, padding
+    keys zeroed in both) and its hidden states (eq. 8), MSE each, no projection (same width)."""
+    torch.manual_seed(0)
+    head = {"kind": "classification", "num_labels": 3}
+    teacher = TaskModel(ModelConfig.from_name("bert-tiny", num_layers=2, **TINY), {"task": head})
+    student = TaskModel(ModelConfig.from_name("bert-tiny", num_layers=1, **TINY), {"task": head})
+    module = TaskDistillation(student, teacher, TaskDistillSettings(alpha_layers=0.25))
+    batch = {**inputs(), "labels": torch.tensor([0, 2, 1, 1])}
+    loss = module(**batch).loss
+    s = module.student(**batch, output_hidden_states=True, output_attentions=True)
+    t = module.teacher(**batch, output_hidden_states=True, output_attentions=True)
+    pad = batch["attention_mask"].eq(0)[:, None, None, :]
+    assert pad.any() and s.backbone.attentions[0].shape == (4, 2, 10, 10)
+    layers = (F.mse_loss(s.backbone.hidden_states[0], t.backbone.hidden_states[0])
+              + F.mse_loss(s.backbone.attentions[0].masked_fill(pad, 0), t.backbone.attentions[1].masked_fill(pad, 0))
+              + F.mse_loss(s.backbone.hidden_states[1], t.backbone.hidden_states[2]))
+    s_logits, t_logits = s.heads["task"].logits, t.heads["task"].logits
+    want = 0.5 * kl(s_logits, t_logits) + 0.5 * F.cross_entropy(s_logits, batch["labels"]) + 0.25 * layers
+    torch.testing.assert_close(loss, want)
+    assert layers > 0  # the student is not the teacher: the term is live
+
+    narrow = TaskModel(ModelConfig.from_name("bert-tiny", num_layers=1, **{**TINY, "hidden_size": 16}), {"task": head})
+    with pytest.raises(ValueError, match="the student's width 16 and 2 heads must be the teacher's 32 and 2"):
+        TaskDistillation(narrow, teacher, TaskDistillSettings(alpha_layers=1.0))
+    TaskDistillation(narrow, teacher, TaskDistillSettings())  # without the layer losses a narrower student is fine

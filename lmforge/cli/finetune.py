@@ -73,9 +73,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="continue the interrupted run in --out from its last checkpoint (same arguments)")
     p.add_argument("--no-progress", action="store_false", default=None, help="no progress bars")
     distill = p.add_argument_group(
-        "task-specific distillation", "the student (--model, optionally cut to --student-layers) also learns the "
-        "soft labels of a fine-tuned teacher: loss = alpha-ce x T² KL(teacher/T || student/T) + alpha-task x its "
-        "own loss (Hinton et al. 2015 §2; DistilBERT §4.2)")
+        "task-specific distillation", "the student (--model's architecture, optionally cut to --student-layers, "
+        "starting from the teacher's weights) also learns from a fine-tuned teacher: loss = alpha-ce x T² "
+        "KL(teacher/T || student/T) + alpha-task x its own loss [+ alpha-layers x TinyBERT's layer losses] "
+        "(Hinton et al. 2015 §2; DistilBERT §3, §4.2; TinyBERT §3.1); defaults measured in lmforge/task_distill.py")
     distill.add_argument("--teacher", metavar="RUN_DIR",
                          help="a finished fine-tuning run of the same task and labels (same tokenizer); "
                               "read, frozen, never saved")
@@ -84,6 +85,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="weight of the teacher's soft targets (default: 0.5)")
     distill.add_argument("--distill-alpha-task", type=bounded(float, least=0), metavar="W",
                          help="weight of the gold labels (default: 0.5)")
+    distill.add_argument("--distill-alpha-layers", type=bounded(float, least=0), metavar="W",
+                         help="weight of TinyBERT's layer losses: attention scores and hidden states through the "
+                              "uniform layer map, MSE (Jiao et al. 2020 §3.1; default: 0)")
+    distill.add_argument("--student-init", choices=("teacher", "model"),
+                         help="the student's starting weights: the teacher's (one layer in N/K, pooler and task "
+                              "head; default with --teacher) or --model's with a new head")
     distill.add_argument("--student-layers", type=bounded(int, least=1), metavar="K",
                          help="keep K of --model's N layers, one in N/K from the bottom (DistilBERT §3); "
                               "K divides N (default: all), with or without --teacher")

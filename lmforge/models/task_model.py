@@ -95,9 +95,11 @@ class TaskModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
-                heads: tuple[str, ...] | None = None, **batch: Any) -> ModelOutput:
+                heads: tuple[str, ...] | None = None, output_attentions: bool = False, **batch: Any) -> ModelOutput:
         """Batch keys the backbone names in `input_names` go to it, shaped by the heads' `backbone_inputs`;
-        the rest (labels ...) to the heads."""
+        the rest (labels ...) to the heads. `output_attentions` asks the backbone for its attention scores
+        (TinyBERT's layer losses); only backbones that have them take the argument, so it is passed only
+        when asked for."""
         batch.update(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
         inputs = {k: batch.pop(k) for k in self.backbone.input_names if batch.get(k) is not None}
         for key in ("input_ids", "attention_mask", "token_type_ids"):
@@ -107,7 +109,8 @@ class TaskModel(nn.Module):
         wanted = heads if heads is not None else tuple(self.heads)
         output_hidden_states = output_hidden_states or any(
             getattr(self.heads[name], "reads_hidden_states", False) for name in wanted if name in self.heads)
-        out = self.backbone(**inputs, output_hidden_states=output_hidden_states)
+        extra = {"output_attentions": True} if output_attentions else {}
+        out = self.backbone(**inputs, output_hidden_states=output_hidden_states, **extra)
         results: dict[str, HeadOutput] = {}
         loss = None
         for name, head in self.heads.items():

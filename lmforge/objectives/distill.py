@@ -107,10 +107,11 @@ def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
 def init_from_teacher(student: TaskModel, teacher: TaskModel) -> bool:
     """DistilBERT §3: copy the teacher's embeddings, every other (every N/M-th) layer and the heads
     both have into the student, when the widths agree. Returns whether it did."""
-    s, t = student.config, teacher.config
-    same_width = all(getattr(s, f) == getattr(t, f) for f in
+    s, t = student.config, teacher.config  # any family's config: the fields it lacks count as equal
+    same_width = all(getattr(s, f, None) == getattr(t, f, None) for f in
                      ("hidden_size", "embedding_size", "intermediate_size", "num_heads"))
-    if not same_width or s.num_blocks != s.num_layers or t.num_blocks != t.num_layers or t.num_layers % s.num_layers:
+    shared = getattr(s, "num_blocks", s.num_layers) != s.num_layers or getattr(t, "num_blocks", t.num_layers) != t.num_layers
+    if not same_width or shared or t.num_layers % s.num_layers:
         log.info("distill: student initialised from scratch (width or layer count does not match the teacher)")
         return False
     stride = t.num_layers // s.num_layers

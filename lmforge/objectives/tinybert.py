@@ -23,6 +23,7 @@ sub-model, so a resumed run continues them exactly; TinyBERT's task-specific sta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -106,6 +107,23 @@ def key_padding(scores: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return scores.masked_fill(~real[:, None, None, :], 0.0)
 
 
+def layer_losses(student: Any, teacher: Any, real: torch.Tensor, layers: list[int],
+                 project: Callable[[tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]]) -> torch.Tensor:
+    """L_embd + Σ_m (L_attn + L_hidn) over the mapped layers (eqs. 7-9), each an MSE mean.
+
+    `student`/`teacher`: backbone outputs with hidden states and attention scores; `layers`: g(0..M)
+    (`layer_map`); `project`: the student's states (embeddings first) at the teacher's width (W_e, W_h;
+    the identity when the widths agree, as in the task stage of a student cut from its teacher)."""
+    projected = project(student.hidden_states)  # embeddings + M layers, (B, T, d) each
+    loss = F.mse_loss(projected[0].float(), teacher.hidden_states[0].float())
+    for m in range(1, len(layers)):
+        g = layers[m]
+        s_att, t_att = key_padding(student.attentions[m - 1], real), key_padding(teacher.attentions[g - 1], real)
+        loss = loss + F.mse_loss(s_att.float(), t_att.float())
+        loss = loss + F.mse_loss(projected[m].float(), teacher.hidden_states[g].float())
+    return loss
+
+
 class TinyBert(Distillation):
     """Σ_m λ_m L_layer(S_m, T_g(m)) (eq. 11): embeddings, every student layer, the prediction layer."""
 
@@ -126,24 +144,13 @@ class TinyBert(Distillation):
     def submodels(self) -> dict[str, TaskModel]:
         return {"": self.student, "projections": self.projections}
 
-    def layer_losses(self, student: Any, teacher: Any, real: torch.Tensor) -> torch.Tensor:
-        """L_embd + Σ_m (L_attn + L_hidn) over the mapped layers (eqs. 7-9), each an MSE mean."""
-        projected = self.projections.backbone(student.hidden_states)  # embeddings + M layers, (B, T, d) each
-        loss = F.mse_loss(projected[0].float(), teacher.hidden_states[0].float())
-        for m in range(1, len(self.map)):
-            g = self.map[m]
-            s_att, t_att = key_padding(student.attentions[m - 1], real), key_padding(teacher.attentions[g - 1], real)
-            loss = loss + F.mse_loss(s_att.float(), t_att.float())
-            loss = loss + F.mse_loss(projected[m].float(), teacher.hidden_states[g].float())
-        return loss
-
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, mlm_labels: torch.Tensor | None = None,
                 **_: Any) -> ModelOutput:
         student, teacher = self.run_both(input_ids, attention_mask, token_type_ids,
                                          output_hidden_states=True, output_attentions=True)
         real = real_tokens(input_ids, attention_mask)
-        loss = self.layer_losses(student, teacher, real)
+        loss = layer_losses(student, teacher, real, self.map, self.projections.backbone)
         heads = {}
         weight = self.settings.tinybert_pred_weight
         if weight > 0:
