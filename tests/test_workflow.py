@@ -398,7 +398,7 @@ print("HEAVY", heavy, file=sys.stderr)
     pages = {page.split()[0]: page for page in done.stdout.split("usage: lmforge ")[1:]}
     for command in ("finetune", "evaluate", "predict"):  # the task options, with their choices
         assert "--format {tsv,csv,jsonl,parquet,arrow}" in pages[command]
-    assert "usage: lmforge tokenizer train" in done.stdout and "{wordpiece,bpe,unigram}" in done.stdout
+    assert "usage: lmforge tokenizer train" in done.stdout and "{wordpiece,bpe,unigram,word}" in done.stdout
 
 
 def test_finetune_help_in_a_fresh_interpreter_imports_no_torch():
