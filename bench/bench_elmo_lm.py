@@ -15,7 +15,7 @@
 Every step runs the CLI exactly as a user would (a subprocess per command, this checkout first on the
 path); the commands are printed and recorded.
 
-    python bench/bench_elmo_lm.py --minutes 30          # the measurement (about 2 hours on 2 idle cores)
+    python bench/bench_elmo_lm.py --minutes 30          # the measurement (2-2.5 hours on 2 idle cores)
     python bench/bench_elmo_lm.py --quick               # every step at toy scale (a few minutes)
 Results: bench/results/elmo_lm[_quick].json and a markdown table on stdout.
 """
