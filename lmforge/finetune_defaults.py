@@ -72,9 +72,12 @@ RECIPES: dict[str, Recipe] = {
 
 
 # A frozen backbone (feature-based: ELMo §3.3) leaves only a new head and the scalar mix to train,
-# from scratch: the task models of Peters et al. 2018 train with Adam at 1e-3 (AllenNLP's configs),
-# where the rates above, made for updating a pre-trained Transformer, would barely move the head.
-FEATURE_BASED_LR = 1e-3
+# from scratch, where the rates above, made for updating a pre-trained Transformer, would barely move it.
+# Peters et al. 2018's task models (deep biLSTM-CRFs and the like) train at Adam's 1e-3 for many epochs;
+# lmforge's head is one linear layer over standardized layers, and within the task types' epochs 1e-2
+# gets further: frozen elmo-cpu, CoNLL slice of 1,871 sentences, dev F1 11.4 vs 5.5 after 2 epochs;
+# SST-2, 2,000 sentences, 56.8 vs 54.5 (a head trained on cached features: equal after 1,180 steps).
+FEATURE_BASED_LR = 1e-2
 
 
 def recipe_for(task_type: str) -> Recipe:

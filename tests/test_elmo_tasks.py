@@ -17,6 +17,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from lmforge.elmo_chars import token_char_ids
 from lmforge.elmo_config import ElmoConfig
 from lmforge.finetune import HEAD, FinetuneConfig, finetune, load_backbone_with_head
+from lmforge.finetune_defaults import FEATURE_BASED_LR
 from lmforge.finetune_inputs import feature_based, task_for
 from lmforge.heads import build_head
 from lmforge.models import TaskModel, load_model, save_model
@@ -174,9 +175,9 @@ def offset_features(gen: torch.Generator, width: int) -> tuple[BackboneOutput, t
 @pytest.mark.parametrize("standardize", [True, False])
 def test_a_head_on_offset_dominated_features_learns_only_standardized(standardize):
     """Issue 14's CoNLL F1 0.0 for trained and random ELMo alike: on frozen states as they are, a linear
-    head at the feature-based 1e-3 spends its steps on the shared offset and predicts the majority
-    class; with each layer standardized (the ELMo default) the same head in the same 60 steps separates
-    the classes. A spec that names its mix without `standardize_layers` (saved before) keeps raw layers."""
+    head (Adam, 1e-3) spends its steps on the shared offset and predicts the majority class; with each
+    layer standardized (the ELMo default) the same head in the same 60 steps separates the classes.
+    A spec that names its mix without `standardize_layers` (saved before) keeps raw layers."""
     config = ElmoConfig(vocab_size=10, filters=((1, 4),), n_highway=0, lstm_dim=8, projection_dim=8)
     torch.manual_seed(0)
     backbone = TaskModel(config).backbone
@@ -210,5 +211,5 @@ def test_frozen_random_elmo_tags_entities_with_the_defaults(tmp_path):
     pretrained = tiny_elmo_dir(tmp_path / "elmo", texts_of(data))
     summary = finetune(FinetuneConfig(task="ner", model=str(pretrained), data=str(data), out=str(tmp_path / "run"),
                                       progress=False))
-    assert summary["hyperparameters"]["lr"] == 1e-3 and summary["steps"] == 25
+    assert summary["hyperparameters"]["lr"] == FEATURE_BASED_LR and summary["steps"] == 25
     assert summary["final"]["f1"] > 0.0 and summary["final"]["recall"] > 0.0

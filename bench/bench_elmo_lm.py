@@ -1,0 +1,162 @@
+"""ELMo at CPU size, issue 14's measurement in one command (Peters et al. 2018 §3, §5.1):
+
+1. a word vocabulary of WikiText-2 (`lmforge tokenizer train --kind word`: every word of its 33,278, so
+   nothing but WikiText's own <unk> is unknown) and the corpus prepared one line a document;
+2. the char-CNN ELMo (`lmforge pretrain --config elmo`) and the word-level LSTM LM of the same size
+   (the same command with `model.preset=elmo-cpu-word`: the same biLSTM, softmax, objective and data,
+   a word embedding table as token layer), each for the same wall-clock budget (--minutes); held-out
+   evaluation only at the end, so every minute of the budget trains;
+3. forward / backward perplexity of both on wiki.test.tokens (`lmforge evaluate --task perplexity`,
+   windows of the recipe's 64 tokens every 32);
+4. what pre-training buys under frozen features (§3.3): CoNLL-2003 eng.testb entity F1 (epoch chosen on
+   eng.testa) and SST-2 dev accuracy of the trained char ELMo vs the same ELMo randomly initialised,
+   each `lmforge finetune` with the model's defaults (feature-based: frozen biLM, scalar mix, head).
+
+Every step runs the CLI exactly as a user would (a subprocess per command, this checkout first on the
+path); the commands are printed and recorded.
+
+    python bench/bench_elmo_lm.py --minutes 30          # the measurement (2-2.5 hours on 2 idle cores)
+    python bench/bench_elmo_lm.py --quick               # every step at toy scale (a few minutes)
+Results: bench/results/elmo_lm[_quick].json and a markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+DATA = Path(os.environ.get("LMFORGE_DATA", ROOT.parent / "shared" / "data"))
+WIKI = DATA / "wikitext-2"
+MODELS = {"char": ("ELMo (char CNN)", "elmo-cpu"), "word": ("word-level LSTM LM", "elmo-cpu-word")}
+WORD_VOCAB = 33300  # room for all 33,277 words of wiki.train.tokens and the 5 specials
+QUICK = {"minutes": 0.5, "max_tokens": 3000, "limit": 300, "eval_limit": 200, "epochs": 1}
+
+
+def lmforge(*args: object) -> tuple[str, float]:
+    """Run `python -m lmforge ARGS` with this checkout first on the path; stdout and seconds taken."""
+    args = tuple(map(str, args))
+    print("$ lmforge " + " ".join(args), file=sys.stderr, flush=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "lmforge", *args], env=env, stdout=subprocess.PIPE, text=True)
+    if done.returncode:
+        raise SystemExit(f"lmforge {' '.join(args)} failed with exit status {done.returncode}")
+    return done.stdout, time.perf_counter() - start
+
+
+def records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def pretrain_and_score(name: str, work: Path, args: argparse.Namespace, window: int) -> dict:
+    """One biLM: pretrain for the budget, then its perplexity on wiki.test.tokens."""
+    run = work / name
+    overrides = [f"run_dir={run}", f"data.prepared_dir={work / 'data'}", f"model.preset={MODELS[name][1]}",
+                 f"schedule.time_budget_minutes={args.minutes}", "eval.every_steps=1000000000",
+                 "checkpoint.every_steps=1000000000", "system.progress_bar=false"]
+    if args.quick:
+        overrides += ["eval.max_batches=2", "system.threads=1"]
+    _, seconds = lmforge("pretrain", "--config", "elmo", *overrides)
+    history = records(run)
+    trained = [r for r in history if "tokens" in r][-1]  # the last training record (the final one has eval too)
+    valid = [r for r in history if "eval_loss" in r][-1]
+    limit = ("--max-tokens", args.max_tokens) if args.max_tokens else ()
+    text, _ = lmforge("evaluate", "--task", "perplexity", "--model", run / "final", "--input",
+                      WIKI / "wiki.test.tokens", "--max-length", window, "--stride", window // 2, "--no-progress",
+                      *limit)
+    return {"preset": MODELS[name][1], "steps": trained["step"], "tokens_trained": trained["tokens"],
+            "train_seconds": trained["elapsed_s"], "command_seconds": seconds,
+            "valid_forward_perplexity": valid["eval_forward_perplexity"],
+            "valid_backward_perplexity": valid["eval_backward_perplexity"], "test": json.loads(text)}
+
+
+def task_scores(task: str, model: Path, out: Path, args: argparse.Namespace) -> dict:
+    """`lmforge finetune` with the model's defaults; CoNLL is then scored on eng.testb."""
+    data = DATA / ("conll2003" if task == "ner" else "glue/SST-2")
+    quick = (("--limit", args.limit, "--eval-limit", args.eval_limit, "--epochs", args.epochs)
+             if args.quick else ())
+    _, seconds = lmforge("finetune", "--task", task, "--model", model, "--data", data, "--out", out,
+                         "--no-progress", *quick)
+    summary = json.loads((out / "summary.json").read_text())
+    result = {"dev": summary["selected"][summary["main_metric"]], "selected_step": summary["selected"]["step"],
+              "steps": summary["steps"], "seconds": seconds, "train_examples": summary["train_examples"]}
+    if task == "ner":
+        text, _ = lmforge("evaluate", "--model", out, "--data", data, "--split", "test", "--no-progress",
+                          *(("--limit", args.eval_limit) if args.quick else ()))
+        result["test"] = json.loads(text)["f1"]
+    return result
+
+
+def tables(record: dict) -> str:
+    lines = ["| biLM | preset | steps | tokens trained | test forward ppl | test backward ppl | test ppl "
+             "(mean NLL) | valid forward / backward ppl |", "|---|---|---|---|---|---|---|---|"]
+    for name, result in record["lm"].items():
+        test = result["test"]
+        lines.append(f"| {MODELS[name][0]} | {result['preset']} | {result['steps']} | {result['tokens_trained']:,} | "
+                     f"{test['forward_perplexity']:.1f} | {test['backward_perplexity']:.1f} | "
+                     f"{test['perplexity']:.1f} | {result['valid_forward_perplexity']:.1f} / "
+                     f"{result['valid_backward_perplexity']:.1f} |")
+    lines += ["", "| task (frozen features) | metric | trained ELMo | random-init ELMo |", "|---|---|---|---|"]
+    ner, sst2 = record["tasks"]["ner"], record["tasks"]["sst2"]
+    lines.append(f"| CoNLL-2003 | eng.testb entity F1 (epoch on eng.testa) | {ner['trained']['test']:.1f} | "
+                 f"{ner['random']['test']:.1f} |")
+    lines.append(f"| SST-2 | dev accuracy | {sst2['trained']['dev']:.1f} | {sst2['random']['dev']:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, help="pre-training budget of each biLM (default: the recipe's 30)")
+    parser.add_argument("--quick", action="store_true", help="toy scale: 0.5-minute budgets on one thread, the "
+                        "first 3,000 test tokens, 300 task examples, 1 epoch")
+    parser.add_argument("--work", type=Path, help="where the runs go (default: a temporary folder)")
+    parser.add_argument("--out", type=Path, help="result JSON (default bench/results/elmo_lm[_quick].json)")
+    args = parser.parse_args()
+    from bench_elmo_tasks import random_twin
+
+    from lmforge.train.config import load_config
+
+    recipe = load_config("elmo", [])
+    args.minutes = args.minutes or (QUICK["minutes"] if args.quick else recipe.schedule.time_budget_minutes)
+    for key in ("max_tokens", "limit", "eval_limit", "epochs"):
+        setattr(args, key, QUICK[key] if args.quick else None)
+    if not (WIKI / "wiki.train.tokens").is_file():
+        raise SystemExit(f"{WIKI}: WikiText-2 not found (set LMFORGE_DATA)")
+    started, load_before = time.time(), os.getloadavg()
+    with tempfile.TemporaryDirectory() as scratch:
+        work = args.work or Path(scratch)
+        work.mkdir(parents=True, exist_ok=True)
+        lmforge("tokenizer", "train", "--kind", "word", "--no-lowercase", "--vocab-size", WORD_VOCAB,
+                "--corpus", WIKI / "wiki.train.tokens", "--out", work / "tok")
+        lmforge("prepare", "--tokenizer", work / "tok", "--input", WIKI / "wiki.train.tokens", "--valid",
+                WIKI / "wiki.valid.tokens", "--format", "lines", "--workers", 2, "--out", work / "data")
+        lm = {name: pretrain_and_score(name, work, args, recipe.objective.max_seq_len) for name in MODELS}
+        elmo = {"trained": work / "char" / "final", "random": random_twin(work / "char" / "final", work / "random", 0)}
+        tasks = {task: {side: task_scores(task, path, work / f"{task}-{side}", args) for side, path in elmo.items()}
+                 for task in ("ner", "sst2")}
+    record = {"minutes_per_model": args.minutes, "quick": args.quick, "lm": lm, "tasks": tasks,
+              "wall_seconds": time.time() - started,
+              "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                                       text=True).stdout.strip(),
+              "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                          "load_average_before": load_before, "load_average_after": os.getloadavg()}}
+    out = args.out or ROOT / "bench" / "results" / f"elmo_lm{'_quick' if args.quick else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(tables(record))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
