@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="where the runs go (default: a temporary folder)")
     parser.add_argument("--out", type=Path, help="result JSON (default bench/results/elmo_lm[_quick].json)")
     args = parser.parse_args()
-    from bench_elmo_tasks import random_twin
+    from bench_pretrained_vs_random import random_twin
 
     from lmforge.train.config import load_config
 

@@ -21,20 +21,12 @@ import time
 from pathlib import Path
 
 import torch
+from bench_pretrained_vs_random import random_twin  # the run's architecture, heads and tokenizer, fresh weights
 
 from lmforge.finetune import FinetuneConfig, finetune
-from lmforge.models import TaskModel, load_model, save_model
-from lmforge.tasks.text import load_task_tokenizer
 
 DATA = Path(os.environ.get("LMFORGE_DATA", Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
 TASKS = {"ner": ("conll2003", "entity F1 (eng.testa)"), "sst2": ("glue/SST-2", "accuracy (dev)")}
-
-
-def random_twin(trained: Path, out: Path, seed: int) -> Path:
-    """The trained ELMo's architecture and tokenizer with freshly initialised weights (bilm-tf's init)."""
-    config = load_model(trained).config
-    torch.manual_seed(seed)
-    return save_model(TaskModel(config, {"lm": {"kind": "bilm"}}), out, load_task_tokenizer(trained))
 
 
 def run(task: str, model: Path, out: Path, args: argparse.Namespace) -> dict:
