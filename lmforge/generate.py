@@ -141,16 +141,14 @@ class Stepper:
         return self.logits(self.first, self.first_mask)
 
     def reorder(self, index: torch.Tensor) -> None:
+        """Row i of the decoder's state becomes row index[i]. `index` moves rows only within one prompt's
+        beams (beam search's `origin`), so what depends on the prompt alone — the encoder's states and
+        mask, the cache's cross-attention keys/values — is equal across those rows and is left as it is."""
         if self.cache is not None:
             self.cache.reorder(index)
         self.fed = self.fed.index_select(0, index)
         self.mask = self.mask.index_select(0, index)
         self.count = self.count.index_select(0, index)
-        if self.seq2seq:
-            enc = self.encoded
-            enc.last_hidden_state = enc.last_hidden_state.index_select(0, index)
-            if enc.attention_mask is not None:
-                enc.attention_mask = enc.attention_mask.index_select(0, index)
 
 
 # ------------------------------------------------------------------------------------- warpers

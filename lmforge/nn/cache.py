@@ -2,7 +2,8 @@
 
 Self-attention keys and values are written into buffers that grow by doubling (or are sized once
 with `capacity`), so a decoding step writes one position instead of concatenating the whole past.
-Cross-attention keys and values depend only on the encoder output: computed once, then reused.
+Cross-attention keys and values depend only on the encoder output: computed once, then reused (and
+never reordered).
 The stack that owns the cache calls `advance` once per forward, after every layer has written.
 """
 
@@ -48,7 +49,11 @@ class KVCache:
         self.length += positions
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Beam search: row i of every buffer becomes row index[i] (beams that survived)."""
-        for store in (self._self, self._cross):
-            for layer, (k, v) in store.items():
-                store[layer] = (k.index_select(0, index), v.index_select(0, index))
+        """Beam search: row i of every self-attention buffer becomes row index[i] (beams that survived).
+
+        Only the `length` positions written so far are moved (the buffers may hold many more). The
+        cross-attention keys/values stay: they depend on the source alone, so they are equal across one
+        source's beams, and beam search only ever moves a row within its own source's beams."""
+        for layer, (k, v) in self._self.items():
+            for buffer in (k, v):
+                buffer[:, :, : self.length] = buffer[:, :, : self.length].index_select(0, index)
