@@ -6,6 +6,9 @@ It is read from RUN_DIR whenever a run starts or resumes and is never saved: the
 and the finished run hold the student only, and evaluation, selection and saving see the student.
 `--student-layers K` builds the student from `--model` by keeping one layer in N/K from the bottom,
 as DistilBERT §3 initialises its student from the teacher (objectives/distill.py `init_from_teacher`).
+With a teacher the student then takes the *teacher's* weights for those layers, its embeddings, pooler
+and task head (`--student-init teacher`, the default): the fine-tuned teacher is what §3 starts from at
+the task stage, and on SST-2 it was what made distillation beat the student alone (task_distill.py).
 """
 
 from __future__ import annotations

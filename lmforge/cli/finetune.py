@@ -80,7 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     distill.add_argument("--teacher", metavar="RUN_DIR",
                          help="a finished fine-tuning run of the same task and labels (same tokenizer); "
                               "read, frozen, never saved")
-    distill.add_argument("--distill-temperature", type=bounded(float, above=0), metavar="T", help="T (default: 2.0)")
+    distill.add_argument("--distill-temperature", type=bounded(float, above=0), metavar="T",
+                         help="T (default: 2.0, DistilBERT's)")
     distill.add_argument("--distill-alpha-ce", type=bounded(float, least=0), metavar="W",
                          help="weight of the teacher's soft targets (default: 0.5)")
     distill.add_argument("--distill-alpha-task", type=bounded(float, least=0), metavar="W",
