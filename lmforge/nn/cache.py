@@ -54,6 +54,6 @@ class KVCache:
         Only the `length` positions written so far are moved (the buffers may hold many more). The
         cross-attention keys/values stay: they depend on the source alone, so they are equal across one
         source's beams, and beam search only ever moves a row within its own source's beams."""
-        for layer, (k, v) in self._self.items():
+        for k, v in self._self.values():
             for buffer in (k, v):
                 buffer[:, :, : self.length] = buffer[:, :, : self.length].index_select(0, index)
