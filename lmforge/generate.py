@@ -10,7 +10,9 @@ Strategies:
   alpha = `length_penalty` (the "alpha" of Wu et al. 2016 §7 applied as a plain power, as fairseq and
   transformers do; Vaswani et al. §6.1 use alpha = 0.6). Each step looks at the 2 x num_beams best
   continuations, so EOS candidates can finish a hypothesis while num_beams others go on; a batch item
-  stops once it has num_beams finished hypotheses and no live beam can beat the worst of them.
+  stops once it has num_beams finished hypotheses and no live beam can beat the worst of them, and
+  its rows leave the batch (with their cache and, for an encoder-decoder, encoder states): the
+  remaining prompts' steps compute only their own rows (transformers keeps computing finished rows).
 The repetition penalty is CTRL's (Keskar et al. 2019 §4.1): the logit of every token already in the
 prompt or output is divided by r when positive, multiplied by r when negative.
 
@@ -28,6 +30,7 @@ from typing import Any, Literal
 import torch
 from torch.nn import functional as F
 
+from lmforge.models.backbone import BackboneOutput
 from lmforge.nn.cache import KVCache
 
 Strategy = Literal["greedy", "sample", "beam"]
@@ -140,12 +143,17 @@ class Stepper:
         """Logits after the prompt (decoder) or the start token (encoder-decoder)."""
         return self.logits(self.first, self.first_mask)
 
-    def reorder(self, index: torch.Tensor) -> None:
-        """Row i of the decoder's state becomes row index[i]. `index` moves rows only within one prompt's
-        beams (beam search's `origin`), so what depends on the prompt alone — the encoder's states and
-        mask, the cache's cross-attention keys/values — is equal across those rows and is left as it is."""
+    def reorder(self, index: torch.Tensor, *, across_sources: bool = False) -> None:
+        """Row i of the decoder's state becomes row index[i]. Beam search's `origin` moves rows only within
+        one prompt's beams, so what depends on the prompt alone — the encoder's states and mask, the
+        cache's cross-attention keys/values — is equal across those rows and is left as it is; an index
+        that drops finished prompts passes `across_sources=True` and those move too."""
         if self.cache is not None:
-            self.cache.reorder(index)
+            self.cache.reorder(index, across_sources=across_sources)
+        if across_sources and self.seq2seq:
+            mask = self.encoded.attention_mask
+            self.encoded = BackboneOutput(last_hidden_state=self.encoded.last_hidden_state.index_select(0, index),
+                                          attention_mask=None if mask is None else mask.index_select(0, index))
         self.fed = self.fed.index_select(0, index)
         self.mask = self.mask.index_select(0, index)
         self.count = self.count.index_select(0, index)
@@ -282,14 +290,15 @@ class _Hypotheses:
 
 def _beam_search(model, input_ids, attention_mask, config: GenerationConfig) -> GenerationOutput:
     batch, beams = input_ids.shape[0], config.num_beams
-    rows = torch.arange(batch, device=input_ids.device).repeat_interleave(beams)  # (B*nb,)
+    device = input_ids.device
+    rows = torch.arange(batch, device=device).repeat_interleave(beams)  # (B*nb,)
     stepper = Stepper(model, input_ids[rows], attention_mask[rows], config,
                       input_ids.shape[1] + config.max_new_tokens)
-    scores = torch.zeros(batch, beams, device=input_ids.device)
+    scores = torch.zeros(batch, beams, device=device)
     scores[:, 1:] = -1e9  # all beams start identical: only the first may expand at step 1
     hyps = [_Hypotheses(beams, config.length_penalty, []) for _ in range(batch)]
-    done = [False] * batch
-    sequences = torch.zeros(batch * beams, 0, dtype=torch.long, device=input_ids.device)
+    live = list(range(batch))  # the prompts still decoding; their rows, nb each, in this order
+    sequences = torch.zeros(batch * beams, 0, dtype=torch.long, device=device)
     seen = None
     tokens = None
     eos = config.eos_token_id
@@ -299,44 +308,49 @@ def _beam_search(model, input_ids, attention_mask, config: GenerationConfig) -> 
             if seen is None:
                 seen = _seen_tokens(input_ids[rows], attention_mask[rows], logits.shape[-1], stepper.seq2seq)
             logits = apply_repetition_penalty(logits, seen, config.repetition_penalty)
-        vocab = logits.shape[-1]
-        total = F.log_softmax(logits, dim=-1) + scores.view(-1, 1)  # (B*nb, V) sums of log-probs
-        top, index = total.view(batch, beams * vocab).topk(2 * beams, dim=-1)  # (B, 2nb)
+        n, vocab = len(live), logits.shape[-1]
+        total = F.log_softmax(logits, dim=-1) + scores.view(-1, 1)  # (n*nb, V) sums of log-probs
+        top, index = total.view(n, beams * vocab).topk(2 * beams, dim=-1)  # (n, 2nb)
         source, token = index // vocab, index % vocab  # beam of origin, next token
         next_scores = torch.full_like(scores, -1e9)
         next_source = torch.zeros_like(source[:, :beams])
         next_token = torch.full_like(next_source, config.fill_id)
         top_l, source_l, token_l = top.tolist(), source.tolist(), token.tolist()
-        for b in range(batch):
-            if done[b]:
-                continue  # its rows keep running with -1e9 scores; their output is never read
+        still = []  # positions in `live` of the prompts that go on
+        for i, b in enumerate(live):
             kept = 0
             for rank in range(2 * beams):
-                if eos is not None and token_l[b][rank] == eos:
+                if eos is not None and token_l[i][rank] == eos:
                     if rank < beams:  # an EOS among the best num_beams finishes a hypothesis
-                        row = b * beams + source_l[b][rank]
-                        hyps[b].add(sequences[row].tolist() + [eos], top_l[b][rank])
+                        row = i * beams + source_l[i][rank]
+                        hyps[b].add(sequences[row].tolist() + [eos], top_l[i][rank])
                     continue
-                next_scores[b, kept] = top_l[b][rank]
-                next_source[b, kept] = source_l[b][rank]
-                next_token[b, kept] = token_l[b][rank]
+                next_scores[i, kept] = top_l[i][rank]
+                next_source[i, kept] = source_l[i][rank]
+                next_token[i, kept] = token_l[i][rank]
                 kept += 1
                 if kept == beams:
                     break
-            done[b] = hyps[b].done(float(next_scores[b, 0]), step)  # the best live beam
-        origin = (torch.arange(batch, device=scores.device)[:, None] * beams + next_source).view(-1)  # (B*nb,)
+            if not hyps[b].done(float(next_scores[i, 0]), step):  # the best live beam could still win
+                still.append(i)
+        origin = (torch.arange(n, device=device)[:, None] * beams + next_source).view(-1)  # (n*nb,)
+        if not still:
+            live = []
+            break
+        if len(still) < n:  # finished prompts leave the batch: later steps compute only the live rows
+            kept_items = torch.tensor(still, device=device)
+            kept_rows = (kept_items[:, None] * beams + torch.arange(beams, device=device)).view(-1)
+            origin, next_scores, next_token = origin[kept_rows], next_scores[kept_items], next_token[kept_items]
+            live = [live[i] for i in still]
         sequences = torch.cat([sequences.index_select(0, origin), next_token.view(-1, 1)], dim=1)
         scores = next_scores
-        if all(done):
-            break
-        stepper.reorder(origin)
+        stepper.reorder(origin, across_sources=len(still) < n)
         if seen is not None:
             seen = seen.index_select(0, origin)
             seen[torch.arange(seen.shape[0], device=seen.device), next_token.view(-1)] = True
         tokens = next_token.view(-1, 1)
-    for b in range(batch):
-        if not done[b]:  # out of budget: the live beams compete with the finished hypotheses
-            for k in range(beams):
-                hyps[b].add(sequences[b * beams + k].tolist(), float(scores[b, k]))
+    for i, b in enumerate(live):  # out of budget: the live beams compete with the finished hypotheses
+        for k in range(beams):
+            hyps[b].add(sequences[i * beams + k].tolist(), float(scores[i, k]))
     best = [h.items[0] for h in hyps]
     return GenerationOutput(tokens=[t for _, t in best], scores=[s for s, _ in best])

@@ -29,3 +29,15 @@ def tiny_model_dir(directory: Path, texts: list[str], max_positions: int = 512) 
                         num_heads=2, intermediate_size=64, max_position_embeddings=max_positions,
                         dropout=0.0, attention_dropout=0.0)
     return save_model(model, directory, tok)
+
+
+def assert_refuses_other_tasks(cli_main, run: Path, data: Path, tmp_path: Path, capsys) -> None:
+    """A run fine-tuned for SST-2, given `--task mrpc` (evaluate) or `--task ner` (predict): exit 2 and one
+    line naming both tasks."""
+    assert cli_main(["evaluate", "--task", "mrpc", "--model", str(run), "--data", str(data)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "fine-tuned for 'sst2', not 'mrpc'" in err and len(err.splitlines()) == 1
+    assert cli_main(["predict", "--task", "ner", "--model", str(run), "--input", str(data / "dev.tsv"),
+                     "--out", str(tmp_path / "p.jsonl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "fine-tuned for 'sst2', not 'ner'" in err and len(err.splitlines()) == 1

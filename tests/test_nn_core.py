@@ -15,6 +15,7 @@ from lmforge.nn.cache import KVCache
 from lmforge.nn.feedforward import FeedForward
 from lmforge.nn.masks import AttnMask, self_attention_mask
 from lmforge.nn.norms import RMSNorm
+from lmforge.nn.projection import output_projection
 
 TINY = dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=37, vocab_size=99,
             max_position_embeddings=64, dropout=0.0, attention_dropout=0.0)
@@ -97,6 +98,35 @@ def test_cache_grows_past_its_capacity_and_reorders_beams():
     k2, _ = cache.update(0, more[:, :, :0], more[:, :, :0])
     torch.testing.assert_close(k2[0], k2[1])
     torch.testing.assert_close(k2[0, :, :3], k[1])
+
+
+def test_cache_drops_rows_with_their_cross_attention_states():
+    cache = KVCache(capacity=8)
+    k = torch.arange(3 * 1 * 2 * 2, dtype=torch.float).view(3, 1, 2, 2)
+    cache.update(0, k, k)
+    cache.advance(2)
+    memory = torch.arange(3, dtype=torch.float).view(3, 1, 1, 1).expand(3, 1, 5, 2)
+    cache.cross(0, lambda: (memory, memory))
+    cache.reorder(torch.tensor([2, 0]), across_sources=True)  # row 1's source is done; 2 and 0 stay
+    got_k, _ = cache.update(0, k[:2, :, :0], k[:2, :, :0])
+    torch.testing.assert_close(got_k, k[[2, 0]])
+    cross_k, _ = cache.cross(0, lambda: pytest.fail("cross keys/values are kept, not recomputed"))
+    torch.testing.assert_close(cross_k, memory[[2, 0]])
+
+
+@pytest.mark.parametrize("shape", [(1, 64), (3, 64), (2, 5, 64)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_output_projection_is_linear(shape, with_bias):
+    torch.manual_seed(0)
+    x, weight = torch.randn(shape), torch.randn(300, 64)
+    bias = torch.randn(300) if with_bias else None
+    with torch.no_grad():
+        got = output_projection(x, weight, bias)
+    assert got.shape == (*shape[:-1], 300) and got.is_contiguous()
+    torch.testing.assert_close(got, F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
+    x.requires_grad_(True)  # with autograd it is F.linear itself
+    output_projection(x, weight, bias).sum().backward()
+    assert x.grad is not None
 
 
 def test_rms_norm_is_the_t5_formula():

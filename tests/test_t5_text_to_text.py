@@ -191,19 +191,14 @@ def test_predict_writes_labels_of_a_text_to_text_run(t5_sst2_run, tmp_path, caps
 
 
 def test_a_text_to_text_run_refuses_another_task_in_one_line(t5_sst2_run, tmp_path, capsys):
+    from _finetune_helpers import assert_refuses_other_tasks
     from test_finetune import head_lines
 
     from lmforge.cli import main as cli
 
     data, run = t5_sst2_run
     capsys.readouterr()
-    assert cli.main(["evaluate", "--task", "mrpc", "--model", str(run), "--data", str(data)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "fine-tuned for 'sst2', not 'mrpc'" in err and len(err.splitlines()) == 1
-    assert cli.main(["predict", "--task", "ner", "--model", str(run), "--input", str(data / "dev.tsv"),
-                     "--out", str(tmp_path / "p.jsonl")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "fine-tuned for 'sst2', not 'ner'" in err and len(err.splitlines()) == 1
+    assert_refuses_other_tasks(cli.main, run, data, tmp_path, capsys)
     (data / "test.tsv").write_text("".join(head_lines(data_path("glue", "SST-2", "test.tsv"), 6)), encoding="utf-8")
     assert cli.main(["evaluate", "--model", str(run), "--data", str(data), "--split", "test"]) == 2
     err = capsys.readouterr().err.strip()

@@ -20,6 +20,7 @@ from lmforge.heads.base import Head, HeadOutput
 from lmforge.models.backbone import Backbone, BackboneOutput
 from lmforge.nn.activations import activation
 from lmforge.nn.cross_entropy import linear_cross_entropy
+from lmforge.nn.projection import output_projection
 
 IGNORE = -100
 
@@ -43,7 +44,7 @@ class _VocabularyHead(Head):
         return hidden
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.transform(hidden), self.decoder.weight, self.bias)
+        return output_projection(self.transform(hidden), self.decoder.weight, self.bias)
 
     def metric_counts(self, name: str, out: HeadOutput) -> dict[str, float]:
         """`predictions` and `labels` hold the positions with a target only, (N,)."""

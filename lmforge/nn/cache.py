@@ -48,12 +48,25 @@ class KVCache:
     def advance(self, positions: int) -> None:
         self.length += positions
 
-    def reorder(self, index: torch.Tensor) -> None:
-        """Beam search: row i of every self-attention buffer becomes row index[i] (beams that survived).
+    def reorder(self, index: torch.Tensor, *, across_sources: bool = False) -> None:
+        """Beam search: row i of the cache becomes row index[i] (beams that survived).
 
-        Only the `length` positions written so far are moved (the buffers may hold many more). The
-        cross-attention keys/values stay: they depend on the source alone, so they are equal across one
-        source's beams, and beam search only ever moves a row within its own source's beams."""
-        for k, v in self._self.values():
-            for buffer in (k, v):
-                buffer[:, :, : self.length] = buffer[:, :, : self.length].index_select(0, index)
+        Only the `length` self-attention positions written so far are moved (the buffers may hold many
+        more). The cross-attention keys/values stay unless `across_sources`: they depend on the source
+        alone, so they are equal across one source's beams, and a reorder within each source's beams
+        leaves them as they are. A reorder that drops finished sources (fewer rows) or moves rows
+        between sources passes `across_sources=True`."""
+        for layer, (k, v) in self._self.items():
+            if index.shape[0] == k.shape[0]:
+                for buffer in (k, v):
+                    buffer[:, :, : self.length] = buffer[:, :, : self.length].index_select(0, index)
+            else:  # fewer rows: new buffers of the same capacity
+                moved = []
+                for buffer in (k, v):
+                    new = buffer.new_empty(index.shape[0], *buffer.shape[1:])
+                    new[:, :, : self.length] = buffer[:, :, : self.length].index_select(0, index)
+                    moved.append(new)
+                self._self[layer] = (moved[0], moved[1])
+        if across_sources:
+            for layer, (k, v) in self._cross.items():
+                self._cross[layer] = (k.index_select(0, index), v.index_select(0, index))
