@@ -56,17 +56,25 @@ class KVCache:
         alone, so they are equal across one source's beams, and a reorder within each source's beams
         leaves them as they are. A reorder that drops finished sources (fewer rows) or moves rows
         between sources passes `across_sources=True`."""
-        for layer, (k, v) in self._self.items():
-            if index.shape[0] == k.shape[0]:
-                for buffer in (k, v):
-                    buffer[:, :, : self.length] = buffer[:, :, : self.length].index_select(0, index)
-            else:  # fewer rows: new buffers of the same capacity
-                moved = []
-                for buffer in (k, v):
-                    new = buffer.new_empty(index.shape[0], *buffer.shape[1:])
-                    new[:, :, : self.length] = buffer[:, :, : self.length].index_select(0, index)
-                    moved.append(new)
-                self._self[layer] = (moved[0], moved[1])
+        rows = index.shape[0]
+        if all(k.shape[0] == rows for k, _ in self._self.values()):
+            # only the rows whose beam changed are rewritten: most beams continue their own history
+            moved = (index != torch.arange(rows, device=index.device)).nonzero().squeeze(1)
+            if moved.numel():
+                sources = index[moved]
+                for buffers in self._self.values():
+                    for buffer in buffers:
+                        buffer[moved, :, : self.length] = buffer[sources, :, : self.length]  # gathered, then written
+        else:  # fewer rows (finished sources dropped): new buffers of the same capacity
+            for layer, buffers in self._self.items():
+                k, v = (self._selected(buffer, index) for buffer in buffers)
+                self._self[layer] = (k, v)
         if across_sources:
             for layer, (k, v) in self._cross.items():
                 self._cross[layer] = (k.index_select(0, index), v.index_select(0, index))
+
+    def _selected(self, buffer: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """A buffer of the same capacity holding rows `index` of `buffer`'s written positions."""
+        new = buffer.new_empty(index.shape[0], *buffer.shape[1:])
+        new[:, :, : self.length] = buffer[:, :, : self.length].index_select(0, index)
+        return new
