@@ -38,8 +38,9 @@ Strategy = Literal["greedy", "sample", "beam"]
 STRATEGIES = ("greedy", "sample", "beam")
 # Beam search drops finished prompts from the batch once they are at least 1/DROP_FRACTION of it: each
 # drop copies the whole cache, so dropping every one as it finishes cost more than it saved (De->En
-# Multi30k, 128 sentences in batches of 64: never 17.8 s, each at once 15.0 s, a quarter 11.6 s; loaded
-# machine, one process).
+# Multi30k, 128 sentences in batches of 64, on a loaded machine: never 17.8 s, each at once 15.0 s, a
+# quarter 11.6 s; a second loaded run gave a third 16.6, a quarter 14.6, a sixth 15.9, an eighth 13.3 s,
+# so the fraction is a rough choice, not a tuned optimum).
 DROP_FRACTION = 4
 
 
