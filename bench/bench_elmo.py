@@ -6,6 +6,10 @@ clipping, no residual), the backward one over the reversed sequence. Both sides 
 vectors and a sum-of-outputs loss, so the time is the recurrent part that differs. Run side by side:
 
     python bench/bench_elmo.py --preset elmo-cpu --batch 32 --steps 20 --rounds 3 [--device cuda]
+
+`--token-encoder` times the character CNN instead: forward + backward over every token of a batch of
+Zipf-distributed words (each word a fixed random spelling) against over its distinct spellings only,
+which is what `ElmoBackbone.encode_tokens` does.
 """
 
 from __future__ import annotations
@@ -61,6 +65,33 @@ def tokens_per_second(model: nn.Module, tokens: torch.Tensor, steps: int) -> flo
     return steps * tokens.shape[0] * tokens.shape[1] / (time.perf_counter() - start)
 
 
+def token_encoder_ms(config: ElmoConfig, batch: int, length: int, steps: int) -> None:
+    encoder = ElmoBackbone(config).token_encoder
+    generator = torch.Generator().manual_seed(0)
+    W = config.max_characters_per_token
+    spelling = torch.randint(1, config.n_characters, (config.vocab_size, W), generator=generator)
+    letters = torch.randint(3, 12, (config.vocab_size, 1), generator=generator)
+    spelling[torch.arange(W) >= letters] = 0
+    ranks = torch.arange(1, config.vocab_size + 1, dtype=torch.float)
+    words = torch.multinomial(ranks.pow(-1.1), batch * length, replacement=True, generator=generator)
+    chars = spelling[words]  # (N, W)
+
+    def every(c: torch.Tensor) -> torch.Tensor:
+        return encoder(c)
+
+    def distinct(c: torch.Tensor) -> torch.Tensor:
+        spellings, which = torch.unique(c, dim=0, return_inverse=True)
+        return encoder(spellings).index_select(0, which)
+
+    print(f"{config.vocab_size} Zipf(1.1) words, {words.unique().numel()} distinct of {words.numel()} tokens")
+    for name, encode in (("every token", every), ("distinct spellings", distinct)) * 2:
+        for step in range(steps + 2):  # two warm-up steps
+            if step == 2:
+                start = time.perf_counter()
+            encode(chars).pow(2).mean().backward()
+        print(f"  {name:20s} {(time.perf_counter() - start) / steps * 1000:8.1f} ms forward + backward")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="elmo-cpu")
@@ -70,9 +101,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds, the two models alternating (median kept)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--token-encoder", action="store_true", help="time the character CNN (see above)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.token_encoder:
+        return token_encoder_ms(ElmoConfig.from_name(args.preset, vocab_size=33282), args.batch, 64, args.steps)
     config = ElmoConfig.from_name(args.preset, dropout=0.0)
     torch.manual_seed(0)
     tokens = torch.randn(args.batch, args.length, config.projection_dim, device=args.device)

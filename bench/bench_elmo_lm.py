@@ -17,6 +17,7 @@ path); the commands are printed and recorded.
 
     python bench/bench_elmo_lm.py --minutes 30          # the measurement (2-2.5 hours on 2 idle cores)
     python bench/bench_elmo_lm.py --quick               # every step at toy scale (a few minutes)
+    python bench/bench_elmo_lm.py --minutes 30 --work W --reuse   # redo only the runs deleted from W
 Results: bench/results/elmo_lm[_quick].json and a markdown table on stdout.
 """
 
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,18 +69,26 @@ def pretrain_and_score(name: str, work: Path, args: argparse.Namespace, window: 
                  "checkpoint.every_steps=1000000000", "system.progress_bar=false"]
     if args.quick:
         overrides += ["eval.max_batches=2", "system.threads=1"]
-    _, seconds = lmforge("pretrain", "--config", "elmo", *overrides)
+    reused = args.reuse and (run / "final").is_dir()
+    seconds = None if reused else lmforge("pretrain", "--config", "elmo", *overrides)[1]
     history = records(run)
     trained = [r for r in history if "tokens" in r][-1]  # the last training record (the final one has eval too)
     valid = [r for r in history if "eval_loss" in r][-1]
     limit = ("--max-tokens", args.max_tokens) if args.max_tokens else ()
-    text, _ = lmforge("evaluate", "--task", "perplexity", "--model", run / "final", "--input",
-                      WIKI / "wiki.test.tokens", "--max-length", window, "--stride", window // 2, "--no-progress",
-                      *limit)
+    test = cached(run / "test_perplexity.json", reused, lambda: lmforge(
+        "evaluate", "--task", "perplexity", "--model", run / "final", "--input", WIKI / "wiki.test.tokens",
+        "--max-length", window, "--stride", window // 2, "--no-progress", *limit)[0])
     return {"preset": MODELS[name][1], "steps": trained["step"], "tokens_trained": trained["tokens"],
-            "train_seconds": trained["elapsed_s"], "command_seconds": seconds,
+            "train_seconds": trained["elapsed_s"], "command_seconds": seconds, "reused": reused,
             "valid_forward_perplexity": valid["eval_forward_perplexity"],
-            "valid_backward_perplexity": valid["eval_backward_perplexity"], "test": json.loads(text)}
+            "valid_backward_perplexity": valid["eval_backward_perplexity"], "test": test}
+
+
+def cached(path: Path, reuse: bool, score: Callable[[], str]) -> dict:
+    """A score's JSON, kept beside its run: read back when the run is reused, else computed and written."""
+    if not (reuse and path.is_file()):
+        path.write_text(score())
+    return json.loads(path.read_text())
 
 
 def task_scores(task: str, model: Path, out: Path, args: argparse.Namespace) -> dict:
@@ -86,15 +96,17 @@ def task_scores(task: str, model: Path, out: Path, args: argparse.Namespace) -> 
     data = DATA / ("conll2003" if task == "ner" else "glue/SST-2")
     quick = (("--limit", args.limit, "--eval-limit", args.eval_limit, "--epochs", args.epochs)
              if args.quick else ())
-    _, seconds = lmforge("finetune", "--task", task, "--model", model, "--data", data, "--out", out,
-                         "--no-progress", *quick)
+    reused = args.reuse and (out / "summary.json").is_file()
+    seconds = None if reused else lmforge("finetune", "--task", task, "--model", model, "--data", data, "--out",
+                                          out, "--no-progress", *quick)[1]
     summary = json.loads((out / "summary.json").read_text())
     result = {"dev": summary["selected"][summary["main_metric"]], "selected_step": summary["selected"]["step"],
-              "steps": summary["steps"], "seconds": seconds, "train_examples": summary["train_examples"]}
+              "steps": summary["steps"], "seconds": seconds, "train_examples": summary["train_examples"],
+              "reused": reused}
     if task == "ner":
-        text, _ = lmforge("evaluate", "--model", out, "--data", data, "--split", "test", "--no-progress",
-                          *(("--limit", args.eval_limit) if args.quick else ()))
-        result["test"] = json.loads(text)["f1"]
+        result["test"] = cached(out / "test_scores.json", reused, lambda: lmforge(
+            "evaluate", "--model", out, "--data", data, "--split", "test", "--no-progress",
+            *(("--limit", args.eval_limit) if args.quick else ()))[0])["f1"]
     return result
 
 
@@ -122,6 +134,8 @@ def main() -> None:
                         "first 3,000 test tokens, 300 task examples, 1 epoch")
     parser.add_argument("--work", type=Path, help="where the runs go (default: a temporary folder)")
     parser.add_argument("--out", type=Path, help="result JSON (default bench/results/elmo_lm[_quick].json)")
+    parser.add_argument("--reuse", action="store_true", help="with --work: a run already finished there (a biLM's "
+                        "final/, a task's summary.json) is reused with its scores; delete a run to redo it")
     args = parser.parse_args()
     from bench_pretrained_vs_random import random_twin
 
@@ -137,12 +151,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
-        lmforge("tokenizer", "train", "--kind", "word", "--no-lowercase", "--vocab-size", WORD_VOCAB,
-                "--corpus", WIKI / "wiki.train.tokens", "--out", work / "tok")
-        lmforge("prepare", "--tokenizer", work / "tok", "--input", WIKI / "wiki.train.tokens", "--valid",
-                WIKI / "wiki.valid.tokens", "--format", "lines", "--workers", 2, "--out", work / "data")
+        if not (args.reuse and (work / "data").is_dir()):
+            lmforge("tokenizer", "train", "--kind", "word", "--no-lowercase", "--vocab-size", WORD_VOCAB,
+                    "--corpus", WIKI / "wiki.train.tokens", "--out", work / "tok")
+            lmforge("prepare", "--tokenizer", work / "tok", "--input", WIKI / "wiki.train.tokens", "--valid",
+                    WIKI / "wiki.valid.tokens", "--format", "lines", "--workers", 2, "--out", work / "data")
         lm = {name: pretrain_and_score(name, work, args, recipe.objective.max_seq_len) for name in MODELS}
-        elmo = {"trained": work / "char" / "final", "random": random_twin(work / "char" / "final", work / "random", 0)}
+        random = work / "random" if args.reuse and (work / "random").is_dir() else random_twin(
+            work / "char" / "final", work / "random", 0)
+        elmo = {"trained": work / "char" / "final", "random": random}
         tasks = {task: {side: task_scores(task, path, work / f"{task}-{side}", args) for side, path in elmo.items()}
                  for task in ("ner", "sst2")}
     record = {"minutes_per_model": args.minutes, "quick": args.quick, "lm": lm, "tasks": tasks,

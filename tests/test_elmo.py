@@ -80,6 +80,23 @@ def test_directions_see_only_their_side_and_padding_changes_nothing():
     assert torch.allclose(short[1, :2], alone[0], atol=1e-6)
 
 
+def test_each_spelling_is_encoded_once_with_the_per_token_values_and_gradients():
+    """encode_tokens runs the CNN on distinct spellings only; vectors and weight gradients equal the CNN
+    applied to every token (repeated words, padding)."""
+    torch.manual_seed(0)
+    backbone = ElmoBackbone(tiny())
+    ids, _ = chars([["the", "cat", "the", "the"], ["a", "cat"]])
+    once = backbone.encode_tokens(None, ids)
+    every = backbone.token_encoder(ids.view(-1, ids.shape[-1])).view(*ids.shape[:2], -1)
+    torch.testing.assert_close(once, every, atol=1e-6, rtol=1e-6)
+    weights = list(backbone.token_encoder.parameters())
+    target = torch.randn_like(once)
+    grads_once = torch.autograd.grad((once * target).sum(), weights)
+    grads_every = torch.autograd.grad((every * target).sum(), weights)
+    for a, b in zip(grads_once, grads_every, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
 def test_reverse_padded_is_its_own_inverse():
     x = torch.arange(8.0).view(2, 4, 1)
     lengths = torch.tensor([4, 2])
