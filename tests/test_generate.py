@@ -8,6 +8,7 @@ import dataclasses
 
 import pytest
 import torch
+from _beam_helpers import eos_that_drops_a_prompt
 
 from lmforge.generate import GenerationConfig, Stepper, apply_repetition_penalty, generate, lm_head, warp
 
@@ -109,27 +110,13 @@ def test_beam_search_drops_finished_prompts_and_continues_the_rest_as_alone(tmp_
     others, left-padded, continue as they do alone, and as transformers does."""
     hf, ours = hf_decoder("gpt2", tmp_path, sharpen=5.0)
     ids, mask = prompts()
-    rows_after_drop: list[int] = []
-    reorder = Stepper.reorder
-
-    def spy(self, index, *, across_sources=False):
-        if across_sources:
-            rows_after_drop.append(index.shape[0])
-        reorder(self, index, across_sources=across_sources)
-
-    monkeypatch.setattr(Stepper, "reorder", spy)
     # length_penalty < 1 lets a finished search end before max_new_tokens (the bound on a live beam's
     # score falls as it grows); with 1.0 the repetitive loops of a tiny random model never let one end
     config = GenerationConfig(strategy="beam", num_beams=2, max_new_tokens=40, pad_token_id=PAD, length_penalty=0.6)
-    for eos in range(1, VOCAB):  # an EOS that ends one prompt's search while another goes on
-        rows_after_drop.clear()
-        config = dataclasses.replace(config, eos_token_id=eos)
-        got = generate(ours, ids, mask, config).tokens
-        if rows_after_drop:
-            break
-    else:
-        raise AssertionError("no EOS candidate ends one prompt's search before the others")
-    assert rows_after_drop[0] < 2 * len(ids)
+    eos, got, rows_left = eos_that_drops_a_prompt(monkeypatch, lambda c: generate(ours, ids, mask, c).tokens,
+                                                  config, range(1, VOCAB))
+    config = dataclasses.replace(config, eos_token_id=eos)
+    assert rows_left < 2 * len(ids)
     alone = [generate(ours, ids[i:i + 1, int((mask[i] == 0).sum()):], None, config).tokens[0] for i in range(len(ids))]
     assert got == alone
     assert got == hf_generate(hf, ids, mask, 40, eos, num_beams=2, length_penalty=0.6)

@@ -152,6 +152,7 @@ def test_seq2seq_head_predicts_labels_unshifted_with_smoothing():
 # ----------------------------------------------------------------------------------- HF interop
 transformers = pytest.importorskip("transformers")
 
+from _beam_helpers import eos_that_drops_a_prompt  # noqa: E402
 from parity_helpers import (  # noqa: E402
     assert_loads_in_transformers,
     assert_round_trip,
@@ -164,7 +165,7 @@ from parity_helpers import (  # noqa: E402
 from lmforge.convert import load_hf, save_hf  # noqa: E402
 from lmforge.convert.hf_config import ConfigError, from_hf_config  # noqa: E402
 from lmforge.convert.mapping import ConversionError  # noqa: E402
-from lmforge.generate import GenerationConfig, Stepper, generate  # noqa: E402
+from lmforge.generate import GenerationConfig, generate  # noqa: E402
 
 PAD, EOS, V = 60, 1, 61
 
@@ -299,26 +300,12 @@ def test_beam_search_drops_finished_sources_and_decodes_the_rest_as_alone(tmp_pa
     ours = load_hf(directory).eval()  # with this seed some EOS ends one source's search before the others
     inputs, _ = batch()
     src, mask = inputs["input_ids"], inputs["attention_mask"]
-    rows_after_drop: list[int] = []
-    reorder = Stepper.reorder
-
-    def spy(self, index, *, across_sources=False):
-        if across_sources:
-            rows_after_drop.append(index.shape[0])
-        reorder(self, index, across_sources=across_sources)
-
-    monkeypatch.setattr(Stepper, "reorder", spy)
     config = GenerationConfig(strategy="beam", num_beams=2, max_new_tokens=20, pad_token_id=PAD,
                               decoder_start_token_id=PAD)
-    for eos in range(ours.config.vocab_size):  # an EOS that ends one source's search while another goes on
-        rows_after_drop.clear()
-        config = dataclasses.replace(config, eos_token_id=eos)
-        got = generate(ours, src, mask, config).tokens
-        if rows_after_drop:
-            break
-    else:
-        raise AssertionError("no EOS candidate ends one source's search before the others")
-    assert rows_after_drop[0] < 2 * len(src)
+    eos, got, rows_left = eos_that_drops_a_prompt(monkeypatch, lambda c: generate(ours, src, mask, c).tokens,
+                                                  config, range(ours.config.vocab_size))
+    config = dataclasses.replace(config, eos_token_id=eos)
+    assert rows_left < 2 * len(src)
     assert got == [generate(ours, src[i:i + 1], mask[i:i + 1], config).tokens[0] for i in range(len(src))]
     assert got == hf_generate(hf, inputs, 20, eos, num_beams=2, length_penalty=1.0)
 
