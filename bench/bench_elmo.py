@@ -66,7 +66,7 @@ def tokens_per_second(model: nn.Module, tokens: torch.Tensor, steps: int) -> flo
 
 
 def token_encoder_ms(config: ElmoConfig, batch: int, length: int, steps: int) -> None:
-    encoder = ElmoBackbone(config).token_encoder
+    backbone = ElmoBackbone(config)
     generator = torch.Generator().manual_seed(0)
     W = config.max_characters_per_token
     spelling = torch.randint(1, config.n_characters, (config.vocab_size, W), generator=generator)
@@ -77,11 +77,10 @@ def token_encoder_ms(config: ElmoConfig, batch: int, length: int, steps: int) ->
     chars = spelling[words]  # (N, W)
 
     def every(c: torch.Tensor) -> torch.Tensor:
-        return encoder(c)
+        return backbone.token_encoder(c)
 
-    def distinct(c: torch.Tensor) -> torch.Tensor:
-        spellings, which = torch.unique(c, dim=0, return_inverse=True)
-        return encoder(spellings).index_select(0, which)
+    def distinct(c: torch.Tensor) -> torch.Tensor:  # lmforge's own path
+        return backbone.encode_tokens(None, c[None])
 
     print(f"{config.vocab_size} Zipf(1.1) words, {words.unique().numel()} distinct of {words.numel()} tokens")
     for name, encode in (("every token", every), ("distinct spellings", distinct)) * 2:

@@ -234,7 +234,7 @@ class ElmoBackbone(nn.Module):
         B, T, W = char_ids.shape
         # A token's vector depends on its characters alone, so each distinct spelling is encoded once: a
         # 32 x 64 batch of Zipfian words holds ~800 distinct ones, and elmo-cpu's CNN forward + backward
-        # went from ~290 to ~67 ms, of a ~1.8 s training step (bench/bench_elmo.py --token-encoder).
+        # went from ~300 to ~85 ms, of a ~1.8 s training step (bench/bench_elmo.py --token-encoder).
         spellings, which = torch.unique(char_ids.reshape(B * T, W), dim=0, return_inverse=True)  # (U, W), (B*T,)
         return self.token_encoder(spellings).index_select(0, which).view(B, T, -1)
 
