@@ -4,8 +4,9 @@ student fine-tuned without a teacher for the same number of epochs.
 
 Per task, three `lmforge finetune` runs (the CLI's code and defaults, in this process):
     teacher     --task T --model MINILM --data D                         (no hyper-parameter flags)
-    distilled   ... --student-layers 3 --teacher WORK/T/teacher          (the --teacher defaults)
-    student     ... --student-layers 3 --epochs E                        (E: the distilled run's epochs)
+    distilled   ... --student-layers 3 --teacher WORK/T/teacher          (the --teacher defaults, or
+                                                                          --distilled-epochs/--distilled-lr)
+    student     ... --student-layers 3 --epochs E [--lr LR]              (the distilled run's epochs and lr)
 Reported per model: the task's score (SST-2: dev accuracy over the 872 sentences that also choose the
 kept checkpoint, as bench_defaults reports it; CoNLL-2003: eng.testb entity F1, the checkpoint chosen
 on eng.testa), training time, parameters and inference sentences/s over the scored sentences (tokenised
@@ -13,7 +14,8 @@ once, untimed; the best of --repeats passes after a warm-up pass, batch --eval-b
 Issue 15's targets: distilled >= teacher - 1.5 points, distilled >= student + 1 point, distilled
 inference >= 1.9x the teacher's sentences/s.
 
-    python bench/bench_task_distill.py --task all        # results/task_distill_{sst2,conll2003}.json
+    python bench/bench_task_distill.py --task sst2                         # results/task_distill_sst2.json
+    python bench/bench_task_distill.py --task conll2003 --distilled-lr 1e-4  # ..._conll2003.json (as measured)
     python bench/bench_task_distill.py --task sst2 --limit 3000 --eval-limit 400   # quick: ..._limit3000.json
     python bench/bench_task_distill.py --table --readme  # README's table from the full-data results
 A run already finished in --work with the same settings is reused (--retrain redoes them).
@@ -121,9 +123,11 @@ def measure(args: argparse.Namespace, bench: Bench) -> dict:
     teacher_dir = args.work / bench.task / "teacher"
     k = args.student_layers
     runs = {"teacher": train(args, bench, "teacher")}
-    runs["distilled"] = train(args, bench, "distilled", student_layers=k, teacher=str(teacher_dir))
-    epochs = runs["distilled"]["hyperparameters"]["epochs"]  # the student alone trains as long
-    runs["student"] = train(args, bench, "student", student_layers=k, epochs=epochs)
+    given = {key: value for key, value in (("epochs", args.distilled_epochs), ("lr", args.distilled_lr)) if value}
+    runs["distilled"] = train(args, bench, "distilled", student_layers=k, teacher=str(teacher_dir), **given)
+    chosen = runs["distilled"]["hyperparameters"]  # the student alone trains as long, at the same rate
+    runs["student"] = train(args, bench, "student", student_layers=k, epochs=chosen["epochs"],
+                            **({"lr": chosen["lr"]} if "lr" in given else {}))
     rows = []
     for name, summary in runs.items():
         measured = score_and_speed(args.work / bench.task / name, bench, args)
@@ -136,7 +140,7 @@ def measure(args: argparse.Namespace, bench: Bench) -> dict:
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "lmforge"],
                            capture_output=True, text=True).stdout.strip()
     return {"task": bench.task, "reported": bench.reported, "metric": bench.metric, "rows": rows,
-            "settings": {"limit": args.limit, "eval_limit": args.eval_limit, "student_layers": k, "seed": args.seed,
+            "settings": {"command": " ".join(["python bench/bench_task_distill.py", *sys.argv[1:]]), "limit": args.limit, "eval_limit": args.eval_limit, "student_layers": k, "seed": args.seed,
                          "device": str(resolve_device(args.device)),
                          "commit": commit.strip() + ("+uncommitted lmforge changes" if dirty else ""),
                          "machine": f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} "
@@ -157,11 +161,11 @@ def checks(result: dict) -> list[str]:
 def task_table(result: dict) -> str:
     """One task's markdown table and its target lines."""
     base = next(r for r in result["rows"] if r["model"] == "teacher")["sentences_per_s"]
-    lines = [f"| model | layers | parameters | {result['reported']} | epochs | train s | inference sentences/s "
-             "| vs teacher |", "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| model | layers | parameters | {result['reported']} | epochs | peak lr | train s | "
+             "inference sentences/s | vs teacher |", "|---|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         lines.append(f"| {row['model']} | {row['layers']} | {row['parameters'] / 1e6:.1f}M | {row['score']:.2f} | "
-                     f"{row['hyperparameters']['epochs']:g} | {row['train_seconds']:.0f} | "
+                     f"{row['hyperparameters']['epochs']:g} | {row['hyperparameters']['lr']:g} | {row['train_seconds']:.0f} | "
                      f"{row['sentences_per_s']:.0f} | {row['sentences_per_s'] / base:.2f}x |")
     settings = result["settings"]
     quick = (f"; first {settings['limit']} training examples, {settings['eval_limit']} scored"
@@ -169,6 +173,8 @@ def task_table(result: dict) -> str:
     distill = next(r for r in result["rows"] if r["model"] == "distilled")["distillation"]
     flags = ", ".join(f"{k} {v}" for k, v in distill.items() if k != "teacher")
     lines.append("")
+    if "command" in settings:
+        lines.append(f"Measured by `{settings['command']}`.")
     lines.append("; ".join(checks(result)) + f". Distilled with {flags}. {settings['machine']}, load "
                  f"{settings['load_average_after'][0]:.1f} after{quick}; commit {settings['commit'][:9]}{'+' if '+' in settings['commit'] else ''}.")
     return "\n".join(lines)
@@ -207,6 +213,8 @@ def main() -> int:
     parser.add_argument("--eval-limit", type=int, help="first N dev examples for selection, and N scored")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--distilled-epochs", type=float, help="the distilled student's (and student alone's) epochs")
+    parser.add_argument("--distilled-lr", type=float, help="the distilled student's (and student alone's) peak lr")
     parser.add_argument("--eval-batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3, help="timed inference passes (best kept)")
     parser.add_argument("--retrain", action="store_true", help="train again the runs already in --work")
