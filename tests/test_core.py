@@ -175,6 +175,24 @@ def test_linear_cross_entropy_matches_reference_loss_and_gradients(bias, monkeyp
     assert torch.equal(predictions, F.linear(hidden, weight, b).argmax(-1))
 
 
+def test_linear_cross_entropy_is_exact_where_the_target_probability_underflows():
+    """The loss comes from the row max and p_max (never below 1/V), not from log p_target: with logits
+    spread so far that p_target is 0 in fp32 the loss is still finite and equals float64's."""
+    from lmforge.nn.cross_entropy import linear_cross_entropy, softmax_
+
+    hidden = torch.randn(9, 16) * 40.0  # logits of std ~160: targets 300+ nats below the max
+    weight = torch.randn(50, 16)
+    logits = F.linear(hidden, weight)
+    targets = logits.argmin(-1)
+    assert (torch.softmax(logits, -1).gather(1, targets[:, None]) == 0).all()
+    loss, _ = linear_cross_entropy(hidden, weight, None, targets)
+    reference = F.cross_entropy(logits.double(), targets)
+    torch.testing.assert_close(loss.double(), reference, rtol=1e-6, atol=0)
+    chunk = torch.randn(7, 50) * 30
+    expected = torch.softmax(chunk, -1)
+    assert torch.equal(softmax_(chunk), expected)  # in place, the same values as torch.softmax
+
+
 @pytest.mark.parametrize("bias", [False, True])
 def test_linear_cross_entropy_under_bf16_autocast_matches_autocast_reference(bias, monkeypatch):
     """In bf16 the logits and both gradient matmuls run in bf16 (as autocast's own Linear would), the
