@@ -65,3 +65,11 @@ def test_bad_input_is_one_line():
         linear_soft_cross_entropy(h, w, b, th, tw, tb, 0.0)
     with pytest.raises(ValueError, match="teacher"):
         linear_soft_cross_entropy(h, w, b, th[:3], tw, tb, 2.0)
+
+
+def test_in_place_log_softmax_equals_torch():
+    from lmforge.nn.soft_cross_entropy import log_softmax_
+
+    x = torch.randn(7, 301) * 20
+    expected = torch.log_softmax(x, -1)
+    assert torch.equal(log_softmax_(x), expected)

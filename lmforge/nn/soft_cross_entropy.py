@@ -21,6 +21,21 @@ from torch.nn import functional as F
 from lmforge.nn.cross_entropy import _chunk_rows, scaled_gradients
 
 
+def logits_into(out: torch.Tensor, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """h @ w.T + b written into the fp32 buffer `out`: directly when the matmul is fp32 (no per-chunk
+    allocation), through one copy when it runs in bf16 under autocast."""
+    if h.dtype != out.dtype:
+        return out.copy_(F.linear(h, w, b))
+    return torch.mm(h, w.t(), out=out) if b is None else torch.addmm(b, h, w.t(), out=out)
+
+
+def log_softmax_(x: torch.Tensor) -> torch.Tensor:
+    """Log-softmax over the last dimension of a contiguous fp32 (c, V) tensor, written over it: one
+    fused kernel instead of logsumexp and a subtraction (each output element is written after its
+    row's reductions read it; tests/test_soft_cross_entropy.py checks it against torch's)."""
+    return torch.ops.aten._log_softmax.out(x, -1, False, out=x)
+
+
 class _LinearSoftCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, t_hidden, t_weight, t_bias, temperature, compute_dtype):  # type: ignore[override]
@@ -40,10 +55,10 @@ class _LinearSoftCrossEntropy(torch.autograd.Function):
             end = min(start + step, rows)
             h = hidden[start:end].to(compute_dtype)
             s, t, d = student[: end - start], teacher[: end - start], work[: end - start]  # (c, V) each
-            s.copy_(F.linear(h, w, b)).div_(temperature)
-            t.copy_(F.linear(t_hidden[start:end].to(compute_dtype), tw, tb)).div_(temperature)
-            s.sub_(torch.logsumexp(s, dim=-1, keepdim=True))  # log p_s
-            t.sub_(torch.logsumexp(t, dim=-1, keepdim=True))  # log p_t
+            logits_into(s, h, w, b).div_(temperature)
+            logits_into(t, t_hidden[start:end].to(compute_dtype), tw, tb).div_(temperature)
+            log_softmax_(s)  # log p_s
+            log_softmax_(t)  # log p_t
             torch.sub(t, s, out=d)  # log p_t - log p_s
             t.exp_()  # p_t
             kl += d.mul_(t).sum()
