@@ -48,7 +48,8 @@ def softmax_(x: torch.Tensor) -> torch.Tensor:
     """Softmax over the last dimension of a contiguous fp32 (c, V) tensor, written over it.
 
     One fused kernel (row max, exp and sum, scale) where max / sub / exp_ / sum / div were five
-    passes over the chunk: on the 2-core CPU, 333 x 50,257 fp32, 10 ms against ~45 ms. Each output
+    passes over the chunk: on the 2-core CPU, 333 x 50,257, 10 ms against ~60 ms for the five as
+    separate ops on bf16 logits (max 12, subtract-and-convert 24, exp 21, sum 2, scale 1). Each output
     element is written after its row's reductions read it, so the in-place call is exact (checked
     against `torch.softmax` in tests/test_core.py)."""
     return torch.ops.aten._softmax.out(x, -1, False, out=x)
