@@ -68,7 +68,7 @@ def test_bad_input_is_one_line():
 
 
 def test_in_place_log_softmax_equals_torch():
-    from lmforge.nn.soft_cross_entropy import log_softmax_
+    from lmforge.nn.cross_entropy import log_softmax_
 
     x = torch.randn(7, 301) * 20
     expected = torch.log_softmax(x, -1)

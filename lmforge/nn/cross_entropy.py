@@ -16,6 +16,7 @@ d loss / d z = softmax(z) - (1 - eps) onehot - eps / V. With eps = 0 not one ext
 from __future__ import annotations
 
 import torch
+from torch.nn import functional as F
 
 CHUNK_ELEMENTS = 1 << 24  # logits per chunk on CPU (64 MiB in fp32; ~330 rows of a 50k vocabulary)
 # On a GPU each chunk costs ~10 kernel launches; 1 GiB chunks keep GPT-2's 16k x 50k logits to 4 chunks
@@ -55,6 +56,21 @@ def softmax_(x: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten._softmax.out(x, -1, False, out=x)
 
 
+def logits_into(out: torch.Tensor, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """h @ w.T + b written into the reused buffer `out`: directly when `out` has the matmul's dtype (no
+    per-chunk allocation), else through one copy (bf16 logits into an fp32 buffer)."""
+    if h.dtype != out.dtype:
+        return out.copy_(F.linear(h, w, b))
+    return torch.mm(h, w.t(), out=out) if b is None else torch.addmm(b, h, w.t(), out=out)
+
+
+def log_softmax_(x: torch.Tensor) -> torch.Tensor:
+    """Log-softmax over the last dimension of a contiguous fp32 (c, V) tensor, written over it: one
+    fused kernel instead of logsumexp and a subtraction (each output element is written after its
+    row's reductions read it; tests/test_soft_cross_entropy.py checks it against torch's)."""
+    return torch.ops.aten._log_softmax.out(x, -1, False, out=x)
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, compute_dtype, smoothing):  # type: ignore[override]
@@ -85,7 +101,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             logits = buffer[: end - start]  # (c, V)
             # bf16 logits (under autocast): max, target and mean read them; one copy pass makes them fp32
             z = cast_buffer[: end - start] if cast else logits
-            torch.mm(h, w.t(), out=z) if b is None else torch.addmm(b, h, w.t(), out=z)
+            logits_into(z, h, w, b)
             target_logit = z.gather(1, t).float()  # (c, 1)
             if smoothing:  # the smoothed target: (1 - eps) z_target + eps mean(z)
                 target_logit = (1.0 - smoothing) * target_logit + smoothing * z.mean(

@@ -16,24 +16,8 @@ keeps gradient magnitudes independent of T (Hinton et al. 2015 §2).
 from __future__ import annotations
 
 import torch
-from torch.nn import functional as F
 
-from lmforge.nn.cross_entropy import _chunk_rows, scaled_gradients
-
-
-def logits_into(out: torch.Tensor, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    """h @ w.T + b written into the fp32 buffer `out`: directly when the matmul is fp32 (no per-chunk
-    allocation), through one copy when it runs in bf16 under autocast."""
-    if h.dtype != out.dtype:
-        return out.copy_(F.linear(h, w, b))
-    return torch.mm(h, w.t(), out=out) if b is None else torch.addmm(b, h, w.t(), out=out)
-
-
-def log_softmax_(x: torch.Tensor) -> torch.Tensor:
-    """Log-softmax over the last dimension of a contiguous fp32 (c, V) tensor, written over it: one
-    fused kernel instead of logsumexp and a subtraction (each output element is written after its
-    row's reductions read it; tests/test_soft_cross_entropy.py checks it against torch's)."""
-    return torch.ops.aten._log_softmax.out(x, -1, False, out=x)
+from lmforge.nn.cross_entropy import _chunk_rows, log_softmax_, logits_into, scaled_gradients
 
 
 class _LinearSoftCrossEntropy(torch.autograd.Function):
