@@ -52,15 +52,25 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="alternations of the sides")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "both"))
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0 = torch's default")
+    parser.add_argument("--dropout", type=float, default=None,
+                        help="every dropout rate (the t5 recipe pre-trains with 0); default: the preset's 0.1")
+    parser.add_argument("--output-std", type=float, default=None,
+                        help="redraw the untied output layer N(0, std^2) on both sides; default: T5's init, std 1, "
+                             "whose initial softmax underflows into fp32 subnormals (see lmforge.nn.cross_entropy)")
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = ModelConfig.from_name(args.preset)
+    rates = {} if args.dropout is None else dict.fromkeys(("dropout", "attention_dropout", "ffn_dropout"), args.dropout)
+    cfg = ModelConfig.from_name(args.preset, **rates)
     rng = np.random.default_rng(0)
     data = [span_corruption_batch(cfg.vocab_size, args.batch, args.seq, rng) for _ in range(args.warmup + args.steps)]
     heads = {"lm": {"kind": "seq2seq_lm"}}
     ours = TaskModel(cfg, heads).train()
+    if args.output_std is not None:
+        if cfg.tie_word_embeddings:
+            parser.error("--output-std redraws an untied output layer; this preset ties it")
+        torch.nn.init.normal_(ours.heads["lm"].decoder.weight, std=args.output_std)
     hf = hf_model(cfg, heads).train()
     if not cfg.tie_word_embeddings:  # transformers 5 builds every T5 tied; untie it as the preset is
         hf.lm_head.weight = torch.nn.Parameter(hf.lm_head.weight.detach().clone())
@@ -80,7 +90,8 @@ def main() -> None:
         for clock, tps in (("wall", wall), ("cpu", cpu)):
             hf_tps, ours_tps = tps[f"hf {precision}"], tps[f"ours {precision}"]
             print(f"{args.preset} span corruption input {args.seq} (raw {raw_length(args.seq)}, target {target}) "
-                  f"batch {args.batch} {precision} ({torch.get_num_threads()} threads, {args.steps} timed steps), "
+                  f"batch {args.batch} {precision} ({torch.get_num_threads()} threads, {args.steps} timed steps, "
+                  f"dropout {cfg.dropout}, output std {args.output_std or 'T5 init'}), "
                   f"{clock} time: transformers {hf_tps:,.0f} tok/s, lmforge {ours_tps:,.0f} tok/s, "
                   f"ratio {ours_tps / hf_tps:.2f}x")
 

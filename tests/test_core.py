@@ -193,6 +193,33 @@ def test_linear_cross_entropy_is_exact_where_the_target_probability_underflows()
     assert torch.equal(softmax_(chunk), expected)  # in place, the same values as torch.softmax
 
 
+def test_linear_cross_entropy_keeps_subnormals_out_of_a_badly_scaled_softmax(monkeypatch):
+    """T5's untied N(0, 1) output layer at initialisation: logits of std ~16, so a few percent of the
+    probabilities underflow into fp32 subnormals (x86 runs the gradient matmuls on them ~11x slower).
+    The probabilities the chunk loop computes hold none, and the loss and gradients still equal float64's."""
+    import lmforge.nn.cross_entropy as ce
+
+    tiny_normal = torch.finfo(torch.float32).tiny
+    chunks = []
+    monkeypatch.setattr(ce, "softmax_", lambda x: chunks.append(ce.torch.softmax(x, -1)) or x.copy_(chunks[-1]))
+    hidden = torch.randn(40, 256)
+    hidden = (hidden / hidden.pow(2).mean(-1, keepdim=True).sqrt()).requires_grad_()  # RMS-normed, as T5's
+    weight = torch.randn(2000, 256, requires_grad=True)
+    targets = torch.randint(0, 2000, (40,))
+    probs = torch.softmax(F.linear(hidden, weight), -1)
+    assert ((probs > 0) & (probs < tiny_normal)).float().mean() > 0.01  # the case: plain softmax underflows
+    loss, _ = ce.linear_cross_entropy(hidden, weight, None, targets)
+    assert chunks and not any(((p > 0) & (p < tiny_normal)).any() for p in chunks)
+    reference = F.cross_entropy(F.linear(hidden.double(), weight.double()), targets)
+    plain = F.cross_entropy(F.linear(hidden, weight), targets)  # fp32 autograd, subnormals and all
+    got = torch.autograd.grad(loss, (hidden, weight))
+    expected = torch.autograd.grad(reference, (hidden, weight))
+    fp32 = torch.autograd.grad(plain, (hidden, weight))
+    torch.testing.assert_close(loss.double(), reference, rtol=1e-6, atol=0)
+    for g, e, f in zip(got, expected, fp32):  # as close to float64 as fp32 autograd is
+        assert (g.double() - e).abs().max() <= 2 * (f.double() - e).abs().max()
+
+
 @pytest.mark.parametrize("bias", [False, True])
 def test_linear_cross_entropy_under_bf16_autocast_matches_autocast_reference(bias, monkeypatch):
     """In bf16 the logits and both gradient matmuls run in bf16 (as autocast's own Linear would), the

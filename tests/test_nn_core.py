@@ -54,6 +54,31 @@ def test_bias_and_keep_give_the_same_result_on_sdpa_and_written_out_paths(causal
     torch.testing.assert_close(fused, ref)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_bf16_training_attention_written_out_on_cpu_equals_sdpa(causal):
+    """bf16 attention that needs gradients takes the written-out path on CPU at short lengths (faster
+    to differentiate there than SDPA's kernel) and gives SDPA's output and gradients within bf16 rounding."""
+    import lmforge.nn.attention as attention
+
+    padding = torch.ones(2, 6, dtype=torch.long)
+    padding[1, 4:] = 0
+    mask = self_attention_mask(padding, causal, 6)
+    leaves = [torch.randn(2, 3, 6, 8, requires_grad=True) for _ in range(3)]
+    q, k, v = (x.bfloat16() for x in leaves)
+    assert attention._written_out_trains_faster(q, k) and not attention._written_out_trains_faster(q.float(), k)
+    grad = torch.randn(2, 3, 6, 8, dtype=torch.bfloat16)
+    written = attend(q, k, v, mask)[0]
+    got = torch.autograd.grad(written, leaves, grad)
+    attn_mask, is_causal = mask.for_sdpa(q.dtype)
+    fused = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
+    expected = torch.autograd.grad(fused, leaves, grad)
+    torch.testing.assert_close(written, fused, rtol=2e-2, atol=2e-2)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=3e-2, atol=3e-2)
+    with torch.no_grad():  # without gradients SDPA is the faster one
+        assert not attention._written_out_trains_faster(q, k)
+
+
 def test_causal_flag_with_a_bias_spells_the_triangle_out():
     q, k, v = (torch.randn(1, 2, 5, 4) for _ in range(3))
     bias = torch.randn(1, 2, 5, 5)

@@ -22,6 +22,16 @@ CHUNK_ELEMENTS = 1 << 24  # logits per chunk on CPU (64 MiB in fp32; ~330 rows o
 # On a GPU each chunk costs ~10 kernel launches; 1 GiB chunks keep GPT-2's 16k x 50k logits to 4 chunks
 # (instead of 49) while still never holding the whole (N, V) matrix.
 CUDA_CHUNK_ELEMENTS = 1 << 28
+# Subnormal floats: a peaked or badly scaled softmax (T5's untied N(0, 1) output layer at
+# initialisation: 7% of a 16k vocabulary) underflows into fp32 subnormals, and x86 arithmetic on them
+# takes microcode assists: on the 2-core CPU the 232 x 16,000 softmax took 9.1 ms instead of 1.7, and
+# each fp32 gradient matmul (232 x 16,000 @ 16,000 x 256) 94 ms instead of 8 (torch.set_flush_denormal
+# does not reach MKL's threads). So logits more than SOFTMAX_RANGE below their row's max are raised to it
+# before the softmax (on CPU; GPUs run subnormals at full speed): every probability is then >= exp(-50) / V,
+# and times a weight it stays a normal float for any vocabulary below 10^12. Each raised probability moves
+# by < exp(-50) = 2e-22 while the row holds one >= 1/V: for V up to 10^6 the loss and gradient change by
+# < 1e-15 relative, far below fp32's 6e-8 rounding.
+SOFTMAX_RANGE = 50.0
 
 
 def _chunk_rows(rows: int, vocab: int, device: torch.device) -> int:
@@ -110,16 +120,18 @@ class _LinearCrossEntropy(torch.autograd.Function):
             predictions[start:end] = best.squeeze(1)
             if cast:
                 logits.copy_(z)
+            if logits.device.type == "cpu":  # no subnormals (SOFTMAX_RANGE)
+                torch.clamp_(logits, min=top.float() - SOFTMAX_RANGE)
             softmax_(logits)  # (c, V) probabilities, in place
             # logsumexp(z) = max - log p_max: p_max >= 1/V, so this never takes the log of an underflow
             loss += (top.float() - logits.gather(1, best).log() - target_logit).sum()
             if not need_grad:
                 continue
-            # d mean-loss / d z = (softmax(z) - onehot) / N, formed in place
-            logits.mul_(1.0 / rows)
-            if smoothing:  # ... - ((1 - eps) onehot + eps / V) / N
-                logits.sub_(smoothing / (vocab * rows))
-            logits.scatter_add_(1, t, torch.full_like(target_logit, -(1.0 - smoothing) / rows))
+            # d summed-loss / d z = softmax(z) - onehot, formed in place; the 1 / N of the mean is applied
+            # to the (N, H) and (V, H) results in backward, not in a pass over the (c, V) chunk
+            if smoothing:  # ... - ((1 - eps) onehot + eps / V)
+                logits.sub_(smoothing / vocab)
+            logits.scatter_add_(1, t, torch.full_like(target_logit, -(1.0 - smoothing)))
             g = z.copy_(logits) if cast else logits
             grad_hidden[start:end] = (g @ w).to(hidden.dtype)
             if not cast:
@@ -132,12 +144,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 grad_bias += logits.sum(dim=0)
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
         ctx.dtypes = (weight.dtype, bias.dtype if bias is not None else None)
+        ctx.rows = max(rows, 1)
         ctx.mark_non_differentiable(predictions)
-        return loss / max(rows, 1), predictions
+        return loss / ctx.rows, predictions
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_predictions):  # type: ignore[override]
-        return (*scaled_gradients(ctx, grad_loss), None, None, None)
+        return (*scaled_gradients(ctx, grad_loss / ctx.rows), None, None, None)
 
 
 @torch.compiler.disable  # dynamo would unroll the chunk loop (compile time grows with chunks); it is one fused pass per chunk already
