@@ -50,7 +50,7 @@ def scaled_gradients(ctx, grad_loss: torch.Tensor) -> tuple[torch.Tensor, torch.
     grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
     weight_dtype, bias_dtype = ctx.dtypes
     return (
-        grad_hidden.mul_(grad_loss.to(grad_hidden.dtype)),
+        grad_hidden.mul_(grad_loss),  # a 0-dim fp32 factor: bf16 rows are scaled in fp32, then rounded once
         grad_weight.mul_(grad_loss).to(weight_dtype),
         grad_bias.mul_(grad_loss).to(bias_dtype) if grad_bias is not None else None,
     )
