@@ -243,6 +243,24 @@ def test_linear_cross_entropy_under_bf16_autocast_matches_autocast_reference(bia
         torch.testing.assert_close(g, e, rtol=2e-2, atol=2e-2)
 
 
+def test_linear_cross_entropy_bf16_hidden_gradient_has_no_scale_bias():
+    """The 1/N of the mean is applied to bf16 hidden gradients as an fp32 factor: rounded to bf16 first,
+    1/232 would shrink every gradient by 0.17% (the fit below read 0.99868 that way)."""
+    import lmforge.nn.cross_entropy as ce
+
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(232, 256, generator=gen).bfloat16().requires_grad_()
+    weight = (torch.randn(500, 256, generator=gen) * 0.05).requires_grad_()
+    targets = torch.randint(0, 500, (232,), generator=gen)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = ce.linear_cross_entropy(hidden, weight, None, targets)
+    (got,) = torch.autograd.grad(loss, hidden)
+    reference = F.cross_entropy(F.linear(hidden.double(), weight.bfloat16().double()), targets)
+    (expected,) = torch.autograd.grad(reference, hidden)
+    scale = (got.double() * expected.double()).sum() / expected.double().pow(2).sum()  # least-squares fit
+    assert abs(scale.item() - 1.0) < 1e-3
+
+
 def test_fused_and_plain_lm_heads_agree():
     config = tiny("gpt2")
     fused = TaskModel(config, {"lm": {"kind": "clm"}}).eval()  # no dropout: both see the same net
