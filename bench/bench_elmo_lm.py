@@ -10,7 +10,8 @@
    windows of the recipe's 64 tokens every 32);
 4. what pre-training buys under frozen features (§3.3): CoNLL-2003 eng.testb entity F1 (epoch chosen on
    eng.testa) and SST-2 dev accuracy of the trained char ELMo vs the same ELMo randomly initialised,
-   each `lmforge finetune` with the model's defaults (feature-based: frozen biLM, scalar mix, head).
+   each `lmforge finetune` with the model's defaults (feature-based: frozen biLM, scalar mix, task
+   biLSTM, output layer); `--task-rnn 0` gives the heads no biLSTM (a linear layer over the mix).
 
 Every step runs the CLI exactly as a user would (a subprocess per command, this checkout first on the
 path); the commands are printed and recorded.
@@ -18,6 +19,7 @@ path); the commands are printed and recorded.
     python bench/bench_elmo_lm.py --minutes 30          # the measurement (2-2.5 hours on 2 idle cores)
     python bench/bench_elmo_lm.py --quick               # every step at toy scale (a few minutes)
     python bench/bench_elmo_lm.py --minutes 30 --work W --reuse   # redo only the runs deleted from W
+    python bench/bench_elmo_lm.py --models char --work W --reuse --task-rnn 0 --tasks-dir linear  # one more head
 Results: bench/results/elmo_lm[_quick].json and a markdown table on stdout.
 """
 
@@ -96,9 +98,10 @@ def task_scores(task: str, model: Path, out: Path, args: argparse.Namespace) -> 
     data = DATA / ("conll2003" if task == "ner" else "glue/SST-2")
     quick = (("--limit", args.limit, "--eval-limit", args.eval_limit, "--epochs", args.epochs)
              if args.quick else ())
+    head = ("--task-rnn", args.task_rnn) if args.task_rnn is not None else ()
     reused = args.reuse and (out / "summary.json").is_file()
     seconds = None if reused else lmforge("finetune", "--task", task, "--model", model, "--data", data, "--out",
-                                          out, "--no-progress", *quick)[1]
+                                          out, "--no-progress", *quick, *head)[1]
     summary = json.loads((out / "summary.json").read_text())
     result = {"dev": summary["selected"][summary["main_metric"]], "selected_step": summary["selected"]["step"],
               "steps": summary["steps"], "seconds": seconds, "train_examples": summary["train_examples"],
@@ -134,6 +137,12 @@ def main() -> None:
                         "first 3,000 test tokens, 300 task examples, 1 epoch")
     parser.add_argument("--work", type=Path, help="where the runs go (default: a temporary folder)")
     parser.add_argument("--out", type=Path, help="result JSON (default bench/results/elmo_lm[_quick].json)")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma list of the biLMs to train and score "
+                        "(char, word; default both); the task runs need char")
+    parser.add_argument("--task-rnn", type=int, help="the heads' biLSTM layers (finetune --task-rnn; default: "
+                        "the model's)")
+    parser.add_argument("--tasks-dir", default="", help="prefix of the task runs' folders under --work, to "
+                        "keep the runs of another head beside them")
     parser.add_argument("--reuse", action="store_true", help="with --work: a run already finished there (a biLM's "
                         "final/, a task's summary.json) is reused with its scores; delete a run to redo it")
     args = parser.parse_args()
@@ -156,13 +165,17 @@ def main() -> None:
                     "--corpus", WIKI / "wiki.train.tokens", "--out", work / "tok")
             lmforge("prepare", "--tokenizer", work / "tok", "--input", WIKI / "wiki.train.tokens", "--valid",
                     WIKI / "wiki.valid.tokens", "--format", "lines", "--workers", 2, "--out", work / "data")
-        lm = {name: pretrain_and_score(name, work, args, recipe.objective.max_seq_len) for name in MODELS}
+        names = [name.strip() for name in args.models.split(",") if name.strip()]
+        if "char" not in names or set(names) - set(MODELS):
+            raise SystemExit(f"--models: a comma list of {', '.join(MODELS)} with char in it, got {args.models!r}")
+        lm = {name: pretrain_and_score(name, work, args, recipe.objective.max_seq_len) for name in names}
         random = work / "random" if args.reuse and (work / "random").is_dir() else random_twin(
             work / "char" / "final", work / "random", 0)
         elmo = {"trained": work / "char" / "final", "random": random}
-        tasks = {task: {side: task_scores(task, path, work / f"{task}-{side}", args) for side, path in elmo.items()}
+        tasks = {task: {side: task_scores(task, path, work / f"{args.tasks_dir}{task}-{side}", args)
+                        for side, path in elmo.items()}
                  for task in ("ner", "sst2")}
-    record = {"minutes_per_model": args.minutes, "quick": args.quick, "lm": lm, "tasks": tasks,
+    record = {"minutes_per_model": args.minutes, "quick": args.quick, "lm": lm, "task_rnn": args.task_rnn, "tasks": tasks,
               "wall_seconds": time.time() - started,
               "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
                                        text=True).stdout.strip(),

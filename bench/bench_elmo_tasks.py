@@ -35,7 +35,7 @@ def run(task: str, model: Path, out: Path, args: argparse.Namespace) -> dict:
         raise FileNotFoundError(f"{data}: shared data missing (set LMFORGE_DATA)")
     cfg = FinetuneConfig(task=task, model=str(model), data=str(data), out=str(out), epochs=args.epochs,
                          batch_size=args.batch_size, lr=args.lr, limit=args.limit, eval_limit=args.eval_limit,
-                         seed=args.seed, device=args.device, progress=False, overwrite=True)
+                         seed=args.seed, device=args.device, task_rnn=args.task_rnn, progress=False, overwrite=True)
     start = time.perf_counter()
     summary = finetune(cfg)
     return {"score": summary["selected"][summary["main_metric"]], "metric": summary["main_metric"],
@@ -51,7 +51,8 @@ def main() -> None:
     parser.add_argument("--eval-limit", type=int, help="quick mode: first N dev examples")
     parser.add_argument("--epochs", type=float, help="default: the task type's recipe")
     parser.add_argument("--batch-size", type=int, help="default: the task type's recipe")
-    parser.add_argument("--lr", type=float, help="default: the feature-based rate (1e-3)")
+    parser.add_argument("--lr", type=float, help="default: the feature-based rate (lmforge.finetune_defaults)")
+    parser.add_argument("--task-rnn", type=int, help="the heads' biLSTM layers (default: the model's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     parser.add_argument("--device", default="auto")

@@ -68,6 +68,7 @@ class ElmoConfig:
     task_layer_standardize = True  # each layer standardized per dimension first (lmforge.nn.scalar_mix: why)
     freeze_for_tasks = True  # "we freeze the weights of the biLM" (§3.3); finetune --update-backbone trains it
     classifier_style = "mean"  # a biLM has no sentence token (lmforge.heads.tasks.SequenceClassificationHead)
+    task_rnn_layers = 1  # the task's biLSTM over the mix (§3.3, lmforge.nn.task_rnn); finetune --task-rnn N
 
     def __post_init__(self) -> None:
         if self.token_encoder not in TOKEN_ENCODERS:

@@ -74,6 +74,7 @@ class FinetuneConfig:
     bf16: bool | None = None  # None -> on CUDA only
     progress: bool = True
     update_backbone: bool | None = None  # None: the model's choice (ELMo frozen, Peters et al. §3.3; others trained)
+    task_rnn: int | None = None  # biLSTM layers of the head over the features (ELMo §3.3); None: the model's default
     overwrite: bool = False  # replace an earlier fine-tuning run in `out`
     resume: bool = False  # continue the interrupted run in `out` from its last checkpoint
     student_layers: int | None = None  # keep K of --model's N layers, one in N/K (DistilBERT §3); None: all
@@ -271,8 +272,11 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, device: torch.device,
     labels = task.label_names(train_examples)
     model_dir = Path(cfg.model)
     tokenizer = load_task_tokenizer(model_dir)
+    if seq2seq and cfg.task_rnn:
+        raise ValueError("--task-rnn adds a biLSTM under a task head; a text-to-text run has no such head")
+    head_spec = task.head_spec(labels) if cfg.task_rnn is None else {**task.head_spec(labels), "task_rnn": cfg.task_rnn}
     model = (text_to_text.load_model(model_dir, HEAD) if seq2seq
-             else keep_layers(load_backbone_with_head(model_dir, task.head_spec(labels)), cfg.student_layers)).to(device)
+             else keep_layers(load_backbone_with_head(model_dir, head_spec), cfg.student_layers)).to(device)
     model, tokenizer, task = gpt_finetuning.adapt(model, tokenizer, task, HEAD)  # decoders: GPT-1 §3.3
     task = finetune_inputs.task_for(model, tokenizer, task)  # e.g. ELMo's characters in every batch
     if finetune_inputs.feature_based(model, cfg.update_backbone) and not lr_given:

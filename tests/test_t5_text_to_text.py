@@ -203,3 +203,13 @@ def test_a_text_to_text_run_refuses_another_task_in_one_line(t5_sst2_run, tmp_pa
     assert cli.main(["evaluate", "--model", str(run), "--data", str(data), "--split", "test"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "test.tsv:2: split 'test' has no labels (5 of 5" in err
+
+
+def test_a_task_rnn_is_refused_for_text_to_text(tiny_t5, tmp_path):
+    from lmforge.finetune import FinetuneConfig, finetune
+
+    directory, _ = tiny_t5
+    cfg = FinetuneConfig(task="sst2", model=str(directory), data=str(data_path("glue", "SST-2")),
+                         out=str(tmp_path / "run"), limit=8, eval_limit=8, task_rnn=1, progress=False)
+    with pytest.raises(ValueError, match="task-rnn"):
+        finetune(cfg)

@@ -68,6 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--update-backbone", action="store_true", default=None,
                    help="train the pre-trained weights too where the model is used frozen by default (ELMo: "
                         "Peters et al. 2018 §3.3 freezes the biLM and learns only the scalar mix and the head)")
+    p.add_argument("--task-rnn", type=bounded(int, least=0), metavar="LAYERS",
+                   help="biLSTM layers between the features and the task's output layer, the task RNN of Peters "
+                        "et al. 2018 §3.3; 0: a linear head (default: the model's; ELMo 1, others 0)")
     p.add_argument("--overwrite", action="store_true", default=None, help="replace an earlier fine-tuning run in --out")
     p.add_argument("--resume", action="store_true", default=None,
                    help="continue the interrupted run in --out from its last checkpoint (same arguments)")

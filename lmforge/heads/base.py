@@ -11,6 +11,7 @@ from torch import nn
 from lmforge.config import ModelConfig
 from lmforge.models.backbone import Backbone, BackboneOutput
 from lmforge.nn.scalar_mix import ScalarMix
+from lmforge.nn.task_rnn import TaskRNN
 
 
 @dataclass
@@ -28,14 +29,16 @@ class Head(nn.Module):
     names the batch entry with its targets, so several heads can train together (MLM + NSP).
     `scalar_mix` (the number of hidden states, or None) makes `representation` ELMo's task vector
     gamma * sum_j s_j h_j over every layer (Peters et al. 2018 §3.2 eq. 1) instead of the last layer;
-    `standardize_layers` standardizes each layer's dimensions first (lmforge.nn.scalar_mix says why).
+    `standardize_layers` standardizes each layer's dimensions first (lmforge.nn.scalar_mix says why);
+    `task_rnn` (a number of layers, or 0) runs the task's own biLSTM over that (§3.3, lmforge.nn.task_rnn).
     """
 
     kind: ClassVar[str]
     default_label_key: ClassVar[str] = "labels"
 
     def __init__(self, config: ModelConfig, backbone: Backbone, *, label_key: str | None = None,
-                 loss_weight: float = 1.0, scalar_mix: int | None = None, standardize_layers: bool = False) -> None:
+                 loss_weight: float = 1.0, scalar_mix: int | None = None, standardize_layers: bool = False,
+                 task_rnn: int = 0) -> None:
         super().__init__()
         self.label_key = label_key or self.default_label_key
         self.loss_weight = loss_weight
@@ -45,6 +48,8 @@ class Head(nn.Module):
         self.standardize_layers = standardize_layers
         self.mix = (ScalarMix(scalar_mix, standardize_dim=config.hidden_size if standardize_layers else None)
                     if scalar_mix else None)
+        self.task_rnn = task_rnn
+        self.rnn = TaskRNN(config.hidden_size, task_rnn, config.classifier_dropout) if task_rnn else None
 
     @property
     def reads_hidden_states(self) -> bool:
@@ -58,12 +63,15 @@ class Head(nn.Module):
         return inputs
 
     def representation(self, out: BackboneOutput) -> torch.Tensor:
-        """(B, T, H): the scalar mix of all hidden states when the head has one, else the last layer."""
+        """(B, T, H): the scalar mix of all hidden states when the head has one, else the last layer;
+        through the task RNN when the head has one."""
         if self.mix is None:
-            return out.last_hidden_state
-        if out.hidden_states is None:
+            states = out.last_hidden_state
+        elif out.hidden_states is None:
             raise ValueError(f"head {self.kind!r} mixes the hidden states; call the backbone with output_hidden_states")
-        return self.mix(out.hidden_states, out.attention_mask)
+        else:
+            states = self.mix(out.hidden_states, out.attention_mask)
+        return states if self.rnn is None else self.rnn(states, out.attention_mask)
 
     def spec(self) -> dict[str, Any]:
         spec = {"kind": self.kind, "label_key": self.label_key, "loss_weight": self.loss_weight}
@@ -71,6 +79,8 @@ class Head(nn.Module):
             spec["scalar_mix"] = self.scalar_mix
         if self.standardize_layers:  # likewise: a spec saved without it reads False, as it was trained
             spec["standardize_layers"] = True
+        if self.task_rnn:  # likewise
+            spec["task_rnn"] = self.task_rnn
         return spec
 
     def forward(self, out: BackboneOutput, batch: dict[str, Any]) -> HeadOutput:  # pragma: no cover
@@ -89,15 +99,17 @@ class Head(nn.Module):
 
 
 def default_scalar_mix(config: ModelConfig, backbone: Backbone, scalar_mix: int | None,
-                       standardize_layers: bool | None = None) -> dict[str, Any]:
-    """A task head's mix settings. A spec that names no mix gets every hidden state where the config
-    says task heads read the mix (ELMo, Peters et al. 2018 §3.3), standardized where it says so too;
-    a spec that names its mix (a saved head) keeps what it says."""
+                       standardize_layers: bool | None = None, task_rnn: int | None = None) -> dict[str, Any]:
+    """A task head's feature settings. A spec that names no mix gets every hidden state where the config
+    says task heads read the mix (ELMo, Peters et al. 2018 §3.3), standardized and through a task RNN
+    where it says so too; a spec that names its mix (a saved head) keeps what it says."""
     if scalar_mix is None and getattr(config, "task_layer_mix", False):
         scalar_mix = backbone.num_hidden_states()
         if standardize_layers is None:
             standardize_layers = getattr(config, "task_layer_standardize", False)
-    return {"scalar_mix": scalar_mix, "standardize_layers": bool(standardize_layers)}
+        if task_rnn is None:
+            task_rnn = getattr(config, "task_rnn_layers", 0)
+    return {"scalar_mix": scalar_mix, "standardize_layers": bool(standardize_layers), "task_rnn": task_rnn or 0}
 
 
 def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:

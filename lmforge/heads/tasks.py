@@ -35,8 +35,10 @@ class SequenceClassificationHead(Head):
 
     def __init__(self, config: ModelConfig, backbone: Backbone, *, num_labels: int | None = None,
                  label_names: list[str] | None = None, style: str | None = None,
-                 scalar_mix: int | None = None, standardize_layers: bool | None = None, **kw: Any) -> None:
-        super().__init__(config, backbone, **default_scalar_mix(config, backbone, scalar_mix, standardize_layers), **kw)
+                 scalar_mix: int | None = None, standardize_layers: bool | None = None, task_rnn: int | None = None,
+                 **kw: Any) -> None:
+        super().__init__(config, backbone, **default_scalar_mix(config, backbone, scalar_mix, standardize_layers, task_rnn),
+                         **kw)
         if num_labels is None:
             num_labels = len(label_names) if label_names else 2
         self.num_labels = num_labels
@@ -131,8 +133,9 @@ class TokenClassificationHead(Head):
 
     def __init__(self, config: ModelConfig, backbone: Backbone, *, num_labels: int | None = None,
                  label_names: list[str] | None = None, scalar_mix: int | None = None,
-                 standardize_layers: bool | None = None, **kw: Any) -> None:
-        super().__init__(config, backbone, **default_scalar_mix(config, backbone, scalar_mix, standardize_layers), **kw)
+                 standardize_layers: bool | None = None, task_rnn: int | None = None, **kw: Any) -> None:
+        super().__init__(config, backbone, **default_scalar_mix(config, backbone, scalar_mix, standardize_layers, task_rnn),
+                         **kw)
         if num_labels is None:
             num_labels = len(label_names) if label_names else 2
         self.num_labels = num_labels
@@ -164,7 +167,7 @@ class SpanHead(Head):
         self.out = nn.Linear(config.hidden_size, 2)
 
     def forward(self, out: BackboneOutput, batch: dict[str, Any]) -> HeadOutput:
-        logits = self.out(out.last_hidden_state)  # (B, T, 2): start, end
+        logits = self.out(self.representation(out))  # (B, T, 2): start, end
         start = batch.get("start_positions")
         end = batch.get("end_positions")
         if start is None or end is None:
