@@ -74,3 +74,13 @@ def test_a_spec_saved_without_a_task_rnn_keeps_none():
     config, backbone = elmo_backbone()
     head = build_head(config, backbone, {"kind": "classification", "num_labels": 2, "scalar_mix": 3})
     assert head.rnn is None and "task_rnn" not in head.spec()
+
+
+def test_a_pooler_head_refuses_a_task_rnn_it_would_never_run():
+    from lmforge.config import ModelConfig
+
+    config = ModelConfig.from_name("bert-tiny", vocab_size=50)
+    backbone = TaskModel(config).backbone
+    with pytest.raises(ValueError, match="task RNN"):
+        build_head(config, backbone, {"kind": "classification", "num_labels": 2, "task_rnn": 1})
+    assert build_head(config, backbone, {"kind": "classification", "num_labels": 2}).rnn is None

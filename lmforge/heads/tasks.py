@@ -46,8 +46,8 @@ class SequenceClassificationHead(Head):
         self.style = style or config.classifier_style
         if self.style == "pooler" and getattr(backbone, "pooler", None) is None:
             raise ValueError(f"classifier style 'pooler' needs a pooler; this {config.family} model has none")
-        if self.style == "pooler" and self.mix is not None:
-            raise ValueError("classifier style 'pooler' reads the pooler, not a scalar mix of the layers")
+        if self.style == "pooler" and (self.mix is not None or self.rnn is not None):
+            raise ValueError("classifier style 'pooler' reads the pooler, not a scalar mix or a task RNN over the states")
         self.drop = Dropout(config.classifier_dropout)
         hidden = config.hidden_size
         if self.style in ("first_mlp", "last_mlp"):
