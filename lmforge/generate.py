@@ -106,22 +106,26 @@ class Stepper:
     """Feeds tokens through a model with a KV cache and returns next-token logits (rows, V).
 
     Decoder-only: the prompt is the prefix. Encoder-decoder: the prompt is the source, encoded once;
-    the decoder starts from `decoder_start_token_id`."""
+    the decoder starts from `decoder_start_token_id`. `group` rows follow each prompt (beam search's
+    beams): they start identical, so the prompt (or start token) runs once per prompt and its state is
+    then copied to the group's rows; an encoder-decoder's rows keep sharing the one encoding of their
+    source (cross-attention with fewer memory rows than queries, lmforge.nn.attention)."""
 
     def __init__(self, model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 config: GenerationConfig, total: int) -> None:
+                 config: GenerationConfig, total: int, group: int = 1) -> None:
         self.backbone = model.backbone
         self.head = lm_head(model)
         self.seq2seq = hasattr(self.backbone, "encode")
         self.cache = KVCache(capacity=total) if config.use_cache else None
-        rows = input_ids.shape[0]
+        self.group = group
+        rows = input_ids.shape[0]  # one per prompt until `start` has run
         self.fed = input_ids.new_zeros(rows, 0)  # without a cache: every token fed so far
         self.mask = attention_mask.new_zeros(rows, 0)  # every position fed so far, 1 = real
         self.count = attention_mask.new_zeros(rows, 1)  # real tokens fed so far
         if self.seq2seq:
             if config.decoder_start_token_id is None:
                 raise ValueError("an encoder-decoder needs decoder_start_token_id to start decoding")
-            self.encoded = self.backbone.encode(input_ids, attention_mask)
+            self.encoded = self.backbone.encode(input_ids, attention_mask)  # one row per source
             self.first = torch.full((rows, 1), config.decoder_start_token_id, device=input_ids.device)
             self.first_mask = None
         else:
@@ -147,20 +151,27 @@ class Stepper:
         return self.head.logits(out.last_hidden_state[:, -1]).float()  # (rows, V)
 
     def start(self) -> torch.Tensor:
-        """Logits after the prompt (decoder) or the start token (encoder-decoder)."""
-        return self.logits(self.first, self.first_mask)
+        """Logits after the prompt (decoder) or the start token (encoder-decoder), `group` rows per prompt."""
+        logits = self.logits(self.first, self.first_mask)
+        if self.group > 1:  # (P, V) -> (P * group, V), the state likewise
+            index = torch.arange(logits.shape[0], device=logits.device).repeat_interleave(self.group)
+            self.reorder(index)
+            logits = logits.index_select(0, index)
+        return logits
 
     def reorder(self, index: torch.Tensor, *, across_sources: bool = False) -> None:
         """Row i of the decoder's state becomes row index[i]. Beam search's `origin` moves rows only within
         one prompt's beams, so what depends on the prompt alone — the encoder's states and mask, the
-        cache's cross-attention keys/values — is equal across those rows and is left as it is; an index
-        that drops finished prompts passes `across_sources=True` and those move too."""
+        cache's cross-attention keys/values, one row per prompt — is left as it is; an index that drops
+        finished prompts passes `across_sources=True` (whole groups: index[i * group] // group is the
+        prompt of rows i * group ..) and those move too."""
+        sources = index.view(-1, self.group)[:, 0] // self.group if across_sources else None
         if self.cache is not None:
-            self.cache.reorder(index, across_sources=across_sources)
-        if across_sources and self.seq2seq:
+            self.cache.reorder(index, sources)
+        if sources is not None and self.seq2seq:
             mask = self.encoded.attention_mask
-            self.encoded = BackboneOutput(last_hidden_state=self.encoded.last_hidden_state.index_select(0, index),
-                                          attention_mask=None if mask is None else mask.index_select(0, index))
+            self.encoded = BackboneOutput(last_hidden_state=self.encoded.last_hidden_state.index_select(0, sources),
+                                          attention_mask=None if mask is None else mask.index_select(0, sources))
         self.fed = self.fed.index_select(0, index)
         self.mask = self.mask.index_select(0, index)
         self.count = self.count.index_select(0, index)
@@ -299,8 +310,8 @@ def _beam_search(model, input_ids, attention_mask, config: GenerationConfig) -> 
     batch, beams = input_ids.shape[0], config.num_beams
     device = input_ids.device
     rows = torch.arange(batch, device=device).repeat_interleave(beams)  # (B*nb,)
-    stepper = Stepper(model, input_ids[rows], attention_mask[rows], config,
-                      input_ids.shape[1] + config.max_new_tokens)
+    stepper = Stepper(model, input_ids, attention_mask, config, input_ids.shape[1] + config.max_new_tokens,
+                      group=beams)
     scores = torch.zeros(batch, beams, device=device)
     scores[:, 1:] = -1e9  # all beams start identical: only the first may expand at step 1
     hyps = [_Hypotheses(beams, config.length_penalty, []) for _ in range(batch)]
@@ -317,7 +328,7 @@ def _beam_search(model, input_ids, attention_mask, config: GenerationConfig) -> 
                 seen = _seen_tokens(input_ids[rows], attention_mask[rows], logits.shape[-1], stepper.seq2seq)
             logits = apply_repetition_penalty(logits, seen, config.repetition_penalty)
         n, vocab = len(live), logits.shape[-1]
-        total = F.log_softmax(logits, dim=-1) + scores.view(-1, 1)  # (n*nb, V) sums of log-probs
+        total = F.log_softmax(logits, dim=-1).add_(scores.view(-1, 1))  # (n*nb, V) sums of log-probs
         top, index = total.view(n, beams * vocab).topk(2 * beams, dim=-1)  # (n, 2nb)
         source, token = index // vocab, index % vocab  # beam of origin, next token
         top_l, source_l, token_l = top.tolist(), source.tolist(), token.tolist()

@@ -293,6 +293,26 @@ def test_beam_search_equals_transformers(length_penalty, tmp_path):
     assert got == hf_generate(hf, inputs, 10, eos, num_beams=3, length_penalty=length_penalty)
 
 
+def test_beam_search_encodes_each_source_once(tmp_path, monkeypatch):
+    """The beams of one source share its encoder states and cross-attention keys/values (transformers
+    also encodes once; lmforge.nn.attention also reads them once per source)."""
+    _, directory = hf_marian(tmp_path, seed=4)
+    ours = load_hf(directory).eval()
+    inputs, _ = batch()
+    encoded_rows = []
+    encode = type(ours.backbone).encode
+
+    def spy(self, input_ids, *args, **kwargs):
+        encoded_rows.append(input_ids.shape[0])
+        return encode(self, input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(type(ours.backbone), "encode", spy)
+    config = GenerationConfig(strategy="beam", num_beams=3, max_new_tokens=6, pad_token_id=PAD,
+                              decoder_start_token_id=PAD)
+    generate(ours, inputs["input_ids"], inputs["attention_mask"], config)
+    assert encoded_rows == [len(inputs["input_ids"])]
+
+
 def test_beam_search_drops_finished_sources_and_decodes_the_rest_as_alone(tmp_path, monkeypatch):
     """A source whose search is over leaves the batch (its rows, encoder states and cross-attention
     keys/values are dropped); the others translate as they do alone, and as transformers does."""

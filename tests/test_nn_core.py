@@ -132,22 +132,23 @@ def test_cache_drops_rows_with_their_cross_attention_states():
     cache.advance(2)
     memory = torch.arange(3, dtype=torch.float).view(3, 1, 1, 1).expand(3, 1, 5, 2)
     cache.cross(0, lambda: (memory, memory))
-    cache.reorder(torch.tensor([2, 0]), across_sources=True)  # row 1's source is done; 2 and 0 stay
+    cache.reorder(torch.tensor([2, 0]), sources=torch.tensor([2, 0]))  # source 1 is done; 2 and 0 stay
     got_k, _ = cache.update(0, k[:2, :, :0], k[:2, :, :0])
     torch.testing.assert_close(got_k, k[[2, 0]])
     cross_k, _ = cache.cross(0, lambda: pytest.fail("cross keys/values are kept, not recomputed"))
     torch.testing.assert_close(cross_k, memory[[2, 0]])
 
 
-@pytest.mark.parametrize("shape", [(1, 64), (3, 64), (2, 5, 64)])
+@pytest.mark.parametrize("shape", [(1, 64), (3, 64), (2, 5, 64), (40, 64), (3, 9, 64)])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_output_projection_is_linear(shape, with_bias):
+@pytest.mark.parametrize("vocab", [300, 2500])  # one column block; several, the last one partial
+def test_output_projection_is_linear(shape, with_bias, vocab):
     torch.manual_seed(0)
-    x, weight = torch.randn(shape), torch.randn(300, 64)
-    bias = torch.randn(300) if with_bias else None
+    x, weight = torch.randn(shape), torch.randn(vocab, 64)
+    bias = torch.randn(vocab) if with_bias else None
     with torch.no_grad():
         got = output_projection(x, weight, bias)
-    assert got.shape == (*shape[:-1], 300) and got.is_contiguous()
+    assert got.shape == (*shape[:-1], vocab) and got.is_contiguous()
     torch.testing.assert_close(got, F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
     x.requires_grad_(True)  # with autograd it is F.linear itself
     output_projection(x, weight, bias).sum().backward()
@@ -191,6 +192,27 @@ def test_encoder_decoder_cached_decoding_equals_teacher_forcing():
         steps = [model.decode(tgt[:, t:t + 1], encoded, cache=cache).last_hidden_state for t in range(6)]
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
     assert model.decoder.embeddings.tok is model.encoder.embeddings.tok  # one token table (§3.4)
+
+
+def test_cross_attention_memory_shared_by_consecutive_query_rows_equals_it_repeated():
+    """Beam search decodes g rows per source against one row of encoder states: the same result as the
+    states repeated per row, with and without a cache, source padding included."""
+    torch.manual_seed(5)
+    model = tiny_seq2seq()
+    src = torch.randint(0, 99, (2, 7))
+    src_mask = torch.ones(2, 7, dtype=torch.long)
+    src_mask[0, 4:] = 0
+    tgt = torch.randint(0, 99, (6, 5))  # 3 rows per source
+    with torch.no_grad():
+        encoded = model.encode(src, src_mask)
+        repeated = model.encode(src.repeat_interleave(3, 0), src_mask.repeat_interleave(3, 0))
+        shared = model.decode(tgt, encoded).last_hidden_state
+        torch.testing.assert_close(shared, model.decode(tgt, repeated).last_hidden_state, atol=1e-5, rtol=1e-5)
+        cache = KVCache()
+        steps = [model.decode(tgt[:, t:t + 1], encoded, cache=cache).last_hidden_state for t in range(5)]
+        torch.testing.assert_close(torch.cat(steps, 1), shared, atol=1e-5, rtol=1e-5)
+        with pytest.raises(ValueError, match="cannot share"):
+            model.decode(tgt[:5], encoded)
 
 
 def test_encoder_decoder_ignores_source_padding():

@@ -69,6 +69,11 @@ class Attention(nn.Module):
     """Self-attention projects q, k, v with one fused Linear (one matmul instead of three); cross-attention
     projects q from the decoder and a fused k, v from the encoder's states (`memory`).
 
+    Cross-attention's memory may have fewer rows than the queries: each memory row then serves
+    rows(x) / rows(memory) consecutive query rows (beam search's beams of one source, lmforge.generate).
+    Those queries attend to it as one (g x T)-query row, so the source is encoded, projected to keys and
+    values, and read once per source instead of once per beam.
+
     `layer` names the cache slot: it is passed at call time because ALBERT runs one block as many layers."""
 
     def __init__(self, dim: int, num_heads: int, dropout_p: float, *, cross: bool = False,
@@ -97,16 +102,27 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, mask: AttnMask = NO_MASK, *, memory: torch.Tensor | None = None,
                 cache: KVCache | None = None, layer: int = 0,
                 need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, seq = x.shape[0], x.shape[1]
+        group = 1
         if self.cross:
             (q,) = self._heads(self.q(x), 1)
             project = lambda: self._heads(self.kv(memory), 2)  # noqa: E731
             k, v = cache.cross(layer, project) if cache is not None else project()
+            group = batch // k.shape[0]
+            if group * k.shape[0] != batch:
+                raise ValueError(f"{batch} query rows cannot share {k.shape[0]} memory rows evenly")
+            if group > 1:  # (S*g, nh, T, hd) -> (S, nh, g*T, hd): the g rows of one source as one row
+                q = q.view(k.shape[0], group, self.num_heads, seq, self.head_dim).transpose(1, 2)
+                q = q.reshape(k.shape[0], self.num_heads, group * seq, self.head_dim)
         else:
             q, k, v = self._heads(self.qkv(x), 3)
             if cache is not None:
                 k, v = cache.update(layer, k, v)
         p = self.dropout if self.training else 0.0
         y, scores = attend(q, k, v, mask, p, self.scale, need_weights)
-        batch, seq = x.shape[0], x.shape[1]
-        y = y.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim)  # (B, T, nh * hd)
+        if group > 1:  # (S, nh, g*T, hd) -> (S, g, T, nh, hd)
+            y = y.view(k.shape[0], self.num_heads, group, seq, self.head_dim).permute(0, 2, 3, 1, 4)
+        else:
+            y = y.transpose(1, 2)  # (B, T, nh, hd)
+        y = y.reshape(batch, seq, self.num_heads * self.head_dim)  # (B, T, nh * hd)
         return self.out(y), scores

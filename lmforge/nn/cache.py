@@ -3,7 +3,7 @@
 Self-attention keys and values are written into buffers that grow by doubling (or are sized once
 with `capacity`), so a decoding step writes one position instead of concatenating the whole past.
 Cross-attention keys and values depend only on the encoder output: computed once, then reused (and
-never reordered).
+reordered only when finished sources leave the batch).
 The stack that owns the cache calls `advance` once per forward, after every layer has written.
 """
 
@@ -48,30 +48,29 @@ class KVCache:
     def advance(self, positions: int) -> None:
         self.length += positions
 
-    def reorder(self, index: torch.Tensor, *, across_sources: bool = False) -> None:
-        """Beam search: row i of the cache becomes row index[i] (beams that survived).
+    def reorder(self, index: torch.Tensor, sources: torch.Tensor | None = None) -> None:
+        """Beam search: row i of the self-attention cache becomes row index[i] (beams that survived).
 
         Only the `length` self-attention positions written so far are moved (the buffers may hold many
-        more). The cross-attention keys/values stay unless `across_sources`: they depend on the source
-        alone, so they are equal across one source's beams, and a reorder within each source's beams
-        leaves them as they are. A reorder that drops finished sources (fewer rows) or moves rows
-        between sources passes `across_sources=True`."""
+        more). The cross-attention keys/values depend on the source alone (one row per source, shared by
+        its beams, lmforge.nn.attention), so a reorder within each source's beams leaves them as they
+        are; a reorder that drops finished sources passes `sources`, the memory rows that stay."""
         rows = index.shape[0]
         if all(k.shape[0] == rows for k, _ in self._self.values()):
             # only the rows whose beam changed are rewritten: most beams continue their own history
             moved = (index != torch.arange(rows, device=index.device)).nonzero().squeeze(1)
             if moved.numel():
-                sources = index[moved]
+                origins = index[moved]
                 for buffers in self._self.values():
                     for buffer in buffers:
-                        buffer[moved, :, : self.length] = buffer[sources, :, : self.length]  # gathered, then written
+                        buffer[moved, :, : self.length] = buffer[origins, :, : self.length]  # gathered, then written
         else:  # fewer rows (finished sources dropped): new buffers of the same capacity
             for layer, buffers in self._self.items():
                 k, v = (self._selected(buffer, index) for buffer in buffers)
                 self._self[layer] = (k, v)
-        if across_sources:
+        if sources is not None:
             for layer, (k, v) in self._cross.items():
-                self._cross[layer] = (k.index_select(0, index), v.index_select(0, index))
+                self._cross[layer] = (k.index_select(0, sources), v.index_select(0, sources))
 
     def _selected(self, buffer: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """A buffer of the same capacity holding rows `index` of `buffer`'s written positions."""
