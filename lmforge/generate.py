@@ -13,7 +13,9 @@ Strategies:
   stops once it has num_beams finished hypotheses and no live beam can beat the worst of them; once a
   quarter of the batch has stopped, those prompts' rows leave it (with their cache and, for an
   encoder-decoder, encoder states), so later steps compute the live rows only (transformers keeps
-  computing finished rows).
+  computing finished rows). The beams of one prompt start identical, so the prompt (or decoder start
+  token) runs once per prompt before they split; an encoder-decoder's beams share one encoding of
+  their source (cross-attention reads it once per source, lmforge.nn.attention).
 The repetition penalty is CTRL's (Keskar et al. 2019 §4.1): the logit of every token already in the
 prompt or output is divided by r when positive, multiplied by r when negative.
 

@@ -313,6 +313,19 @@ def test_beam_search_encodes_each_source_once(tmp_path, monkeypatch):
     assert encoded_rows == [len(inputs["input_ids"])]
 
 
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+def test_generation_without_cache_equals_generation_with_cache(strategy, tmp_path):
+    """Without a cache the decoder re-runs every step, its beams still sharing one encoding per source."""
+    _, directory = hf_marian(tmp_path, seed=4)
+    ours = load_hf(directory).eval()
+    inputs, _ = batch()
+    config = GenerationConfig(strategy=strategy, num_beams=3, max_new_tokens=8, pad_token_id=PAD,
+                              decoder_start_token_id=PAD)
+    cached = generate(ours, inputs["input_ids"], inputs["attention_mask"], config).tokens
+    config.use_cache = False
+    assert generate(ours, inputs["input_ids"], inputs["attention_mask"], config).tokens == cached
+
+
 def test_beam_search_drops_finished_sources_and_decodes_the_rest_as_alone(tmp_path, monkeypatch):
     """A source whose search is over leaves the batch (its rows, encoder states and cross-attention
     keys/values are dropped); the others translate as they do alone, and as transformers does."""
