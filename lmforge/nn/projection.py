@@ -12,7 +12,8 @@ transposed / blocks of 1,024): 8,000 x 256 (a translation vocabulary) 4 rows 2.7
 rows 2.5 / 2.1 / 2.2, 64 rows 5.7 / 5.0 / 4.3, 256 rows 13.3 / 16.7 / 10.8; 8,000 x 512 4 rows 5.4 /
 1.8 / 5.2, 64 rows 8.9 / 6.7 / 6.2; 50,257 x 256 (GPT-2's vocabulary at gpt2-mini's width) 1 row
 8.9 / 4.0 / 10.8, 8 rows 16.2 / 6.0 / 13.3, 32 rows 27.6 / 28.9 / 20.4, 256 rows 114 / 188 / 74
-(`bench/bench_generate.py` shows the effect on whole decoding steps). The arithmetic is the same; only
+(`bench/bench_projection.py` prints these; `bench/bench_generate.py` shows the effect on whole
+decoding steps). The arithmetic is the same; only
 the order of the H-term sums can differ (logits agree to ~1e-6 relative).
 
 Only fp32 on a CPU without autograd takes these paths: under autocast the bf16 kernels are fast for
