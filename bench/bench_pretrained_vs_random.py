@@ -45,7 +45,7 @@ def fine_tune(model: Path, out: Path, seed: int, args: argparse.Namespace) -> di
     if not data.exists():
         raise SystemExit(f"{data}: shared data missing (set LMFORGE_DATA)")
     cfg = FinetuneConfig(task=args.task, model=str(model), data=str(data), out=str(out), epochs=args.epochs,
-                         batch_size=args.batch_size, lr=args.lr, limit=args.limit, seed=seed,
+                         batch_size=args.batch_size, lr=args.lr, dropout=args.dropout, limit=args.limit, seed=seed,
                          device=args.device, bf16=args.bf16, progress=False, overwrite=True)
     start = time.perf_counter()
     summary = finetune(cfg)
@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=float)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--dropout", type=float, help="finetune --dropout: every dropout rate of both models (T5 v1.1: 0.1)")
     parser.add_argument("--seeds", default="0", help="comma list of fine-tuning seeds (also the twin's init seed)")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--device", default="auto")

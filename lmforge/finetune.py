@@ -27,7 +27,7 @@ from lmforge.finetune_defaults import FEATURE_BASED_LR, recipe_for
 from lmforge.finetune_distill import keep_layers, with_teacher
 from lmforge.finetune_selection import Best, selection_note
 from lmforge.models import TaskModel, load_model, save_model
-from lmforge.models.task_model import load_state
+from lmforge.models.task_model import load_state, with_dropout
 from lmforge.nn.init import init_weights
 from lmforge.tasks import Encoded, Task, TaskOptions, default_max_length, get_task
 from lmforge.tasks.base import feature_length
@@ -61,6 +61,7 @@ class FinetuneConfig:
     max_length: int | None = None  # None -> the task's default (128; SQuAD 384)
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
+    dropout: float | None = None  # every dropout rate of the model set to this (T5 v1.1: 0.1); None: the model's
     seed: int = 42
     eval_every: int | None = None  # steps between dev evaluations; 0 -> once per epoch; None -> recipe
     evals_per_epoch: int | None = None  # None -> the recipe's; used when eval_every is None
@@ -276,7 +277,8 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, device: torch.device,
         raise ValueError("--task-rnn adds a biLSTM under a task head; a text-to-text run has no such head")
     head_spec = task.head_spec(labels) if cfg.task_rnn is None else {**task.head_spec(labels), "task_rnn": cfg.task_rnn}
     model = (text_to_text.load_model(model_dir, HEAD) if seq2seq
-             else keep_layers(load_backbone_with_head(model_dir, head_spec), cfg.student_layers)).to(device)
+             else keep_layers(load_backbone_with_head(model_dir, head_spec), cfg.student_layers))
+    model = with_dropout(model, cfg.dropout).to(device)
     model, tokenizer, task = gpt_finetuning.adapt(model, tokenizer, task, HEAD)  # decoders: GPT-1 §3.3
     task = finetune_inputs.task_for(model, tokenizer, task)  # e.g. ELMo's characters in every batch
     if finetune_inputs.feature_based(model, cfg.update_backbone) and not lr_given:
@@ -306,7 +308,7 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, device: torch.device,
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "args.json").write_text(json.dumps({**cfg.to_dict(), "task_type": task.task_type,
-                                                   "eval_every_steps": eval_every}, indent=2) + "\n")
+                                                   "eval_every_steps": eval_every, "dropout": cfg.dropout}, indent=2) + "\n")
     logger = RunLogger(out, resume_step=training.state.step if training.resumed_from else None) if info.is_main else None
 
     def log(record: dict[str, Any]) -> None:  # the step's training record, then its dev scores

@@ -14,19 +14,11 @@ if [ $# -lt 3 ]; then
 fi
 SRC=$1 TGT=$2 OUT=$3
 shift 3
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-DATA=${DATA:-$REPO/../shared/data/multi30k}
 MINUTES=${MINUTES:-55}
 VOCAB=${VOCAB:-8000}
 AVERAGE=${AVERAGE:-5}
-PYTHON=${PYTHON:-$REPO/.venv/bin/python}
-export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
-lmforge() { "$PYTHON" -m lmforge "$@"; }
-for lang in "$SRC" "$TGT"; do
-    for split in train val test_2016_flickr; do
-        [ -f "$DATA/$split.$lang.gz" ] || { echo "multi30k.sh: $DATA/$split.$lang.gz not found (set DATA)" >&2; exit 2; }
-    done
-done
+. "$(dirname "$0")/multi30k_env.sh"
+need_multi30k multi30k.sh "$SRC" "$TGT"
 began=$(date +%s)
 
 lmforge tokenizer train --kind bpe --family marian --vocab-size "$VOCAB" \

@@ -15,18 +15,10 @@ if [ $# -lt 1 ]; then
 fi
 OUT=$1
 shift
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-DATA=${DATA:-$REPO/../shared/data/multi30k}
 VOCAB=${VOCAB:-8000}
 PRESET=${PRESET:-t5-mini}
-PYTHON=${PYTHON:-$REPO/.venv/bin/python}
-export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
-lmforge() { "$PYTHON" -m lmforge "$@"; }
-for split in train val test_2016_flickr; do
-    for lang in de en; do
-        [ -f "$DATA/$split.$lang.gz" ] || { echo "t5_multi30k.sh: $DATA/$split.$lang.gz not found (set DATA)" >&2; exit 2; }
-    done
-done
+. "$(dirname "$0")/multi30k_env.sh"
+need_multi30k t5_multi30k.sh de en
 began=$(date +%s)
 
 lmforge tokenizer train --kind unigram --family t5 --vocab-size "$VOCAB" \

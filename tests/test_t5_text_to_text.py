@@ -106,13 +106,39 @@ def test_load_keeps_the_pretrained_lm_head(tiny_t5):
     assert torch.equal(loaded.heads["task"].decoder.weight, model.heads["lm"].decoder.weight)  # untied v1.1 head
 
 
+def test_dropout_is_re_enabled_for_fine_tuning_with_the_weights_kept(tiny_t5):
+    """The `t5` recipe pre-trains without dropout; the v1.1 notes fine-tune with 0.1 (finetune --dropout)."""
+    from lmforge.models.task_model import with_dropout
+    from lmforge.text_to_text import load_model
+
+    directory, _ = tiny_t5
+    loaded = load_model(directory, "task")
+    rebuilt = with_dropout(loaded, 0.1)
+    config = rebuilt.config
+    assert (config.dropout, config.attention_dropout, config.ffn_dropout, config.classifier_dropout) == (0.1,) * 4
+    assert loaded.config.dropout == 0.0 and with_dropout(loaded, None) is loaded
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), rebuilt.state_dict().values()))
+    ids = torch.randint(5, 100, (2, 9))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "decoder_input_ids": ids[:, :5]}
+
+    def logits(model):
+        return model(**batch).heads["task"].logits
+
+    loaded.eval(), rebuilt.eval()
+    torch.testing.assert_close(logits(rebuilt), logits(loaded), rtol=0, atol=0)
+    loaded.train(), rebuilt.train()
+    torch.manual_seed(0)
+    assert torch.equal(logits(loaded), logits(loaded))  # no dropout in the pre-trained config
+    assert not torch.equal(logits(rebuilt), logits(rebuilt))
+
+
 def test_finetune_sst2_text_to_text_end_to_end(tiny_t5, tmp_path):
     from lmforge.finetune import FinetuneConfig, finetune
 
     directory, _ = tiny_t5
     cfg = FinetuneConfig(task="sst2", model=str(directory), data=str(data_path("glue", "SST-2")),
                          out=str(tmp_path / "run"), limit=64, eval_limit=24, epochs=2, batch_size=16, lr=1e-3,
-                         eval_every=0, progress=False, eval_batch_size=8)
+                         eval_every=0, progress=False, eval_batch_size=8, dropout=0.1)
     summary = finetune(cfg)
     assert summary["task_type"] == "text_to_text" and summary["main_metric"] == "accuracy"
     assert 0.0 <= summary["final"]["accuracy"] <= 100.0 and summary["dev_examples"] == 24
@@ -121,6 +147,7 @@ def test_finetune_sst2_text_to_text_end_to_end(tiny_t5, tmp_path):
     assert len(train) == 8 and train[-1] < train[0]
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["heads"]["task"]["kind"] == "seq2seq_lm"
+    assert saved["model"]["dropout"] == saved["model"]["ffn_dropout"] == 0.1  # --dropout, as it fine-tuned
 
 
 def test_predictions_read_label_words_back_as_labels_and_keep_the_text():

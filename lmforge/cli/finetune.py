@@ -57,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="keep the best dev checkpoint (default) or, with --no-select-best, the final one")
     p.add_argument("--patience", type=bounded(int, least=0),
                    help="early stopping: stop after this many dev evaluations without a new best (default: 0, off)")
+    p.add_argument("--dropout", type=bounded(float, least=0, below=1), metavar="P",
+                   help="set every dropout rate of the model (residual, attention, FFN inner, classifier) to P; "
+                        "T5 v1.1 pre-trains without dropout and fine-tunes with 0.1 (default: the model's own)")
     p.add_argument("--dev-fraction", type=bounded(float, least=0, below=1),
                    help="share of a single --data file held out as dev, seeded; 0: no dev (default: 0.1)")
     p.add_argument("--eval-batch-size", type=bounded(int, least=1), help="default: 128")

@@ -7,6 +7,7 @@ classification head on the same Backbone.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,24 @@ def load_state(model: TaskModel, state: dict[str, torch.Tensor], source: str,
     if problems:
         raise ValueError(f"{source}: " + "; ".join(problems))
     model.load_state_dict(state, strict=False)
+
+
+def with_dropout(model: TaskModel, rate: float | None) -> TaskModel:
+    """`model` rebuilt with every dropout rate of its config (residual, attention, FFN inner, classifier)
+    set to `rate`, weights unchanged; None: `model` itself. T5 v1.1 is pre-trained without dropout and
+    fine-tuned with 0.1 (the v1.1 release notes), as the `t5` recipe pre-trains; HF's T5 likewise has one
+    `dropout_rate` for every place it drops out."""
+    if rate is None:
+        return model
+    config = model.config
+    rates = {f.name: rate for f in dataclasses.fields(config)
+             if f.name.endswith("dropout") and isinstance(getattr(config, f.name), float)}
+    if not rates:
+        raise ValueError(f"--dropout: a {type(config).__name__} has no dropout rates to set")
+    rebuilt = TaskModel(config.replace(**rates), {name: head.spec() for name, head in model.heads.items()},
+                        init=False)
+    rebuilt.load_state_dict(model.state_dict())
+    return rebuilt
 
 
 def load_model(directory: str | Path, heads: dict[str, dict[str, Any]] | None = None) -> TaskModel:
