@@ -85,7 +85,8 @@ def main() -> None:
     summary = {side: {"mean": statistics.fmean(r["score"] for r in rs),
                       "stdev": statistics.stdev(r["score"] for r in rs) if len(rs) > 1 else 0.0,
                       "scores": [round(r["score"], 2) for r in rs]} for side, rs in runs.items()}
-    record = {"model": str(args.model), "task": args.task, "limit": args.limit, "seeds": seeds,
+    record = {"model": str(args.model), "task": args.task, "limit": args.limit, "seeds": seeds, "lr": args.lr,
+              "dropout": args.dropout,
               "torch": torch.__version__, "machine": platform.machine(), "threads": torch.get_num_threads(),
               "wall_seconds": round(time.time() - started), "summary": summary, "runs": runs}
     out = args.out or Path(__file__).parent / "results" / f"pretrained_vs_random_{name}_{args.task}.json"

@@ -308,7 +308,7 @@ def _finetune(cfg: FinetuneConfig, info: DistInfo, device: torch.device,
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "args.json").write_text(json.dumps({**cfg.to_dict(), "task_type": task.task_type,
-                                                   "eval_every_steps": eval_every, "dropout": cfg.dropout}, indent=2) + "\n")
+                                                   "eval_every_steps": eval_every}, indent=2) + "\n")
     logger = RunLogger(out, resume_step=training.state.step if training.resumed_from else None) if info.is_main else None
 
     def log(record: dict[str, Any]) -> None:  # the step's training record, then its dev scores
@@ -373,7 +373,7 @@ def finish_run(cfg: FinetuneConfig, task: Task, model: TaskModel, tokenizer: Any
     summary = {"task": task.name, "task_type": task.task_type,
                "hyperparameters": {"lr": cfg.lr, "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
                                    "epochs": cfg.epochs, "warmup_ratio": cfg.warmup_ratio,
-                                   "eval_every_steps": eval_every},
+                                   "eval_every_steps": eval_every, "dropout": cfg.dropout},
                "train_examples": len(splits.train), "train_features": num_features,
                "steps": step, "planned_steps": total_steps, "train_seconds": train_seconds, "main_metric": task.main_metric,
                "metric_scale": "percent", "selected": chosen, "final": final,
