@@ -11,7 +11,9 @@
 4. what pre-training buys under frozen features (§3.3): CoNLL-2003 eng.testb entity F1 (epoch chosen on
    eng.testa) and SST-2 dev accuracy of the trained char ELMo vs the same ELMo randomly initialised,
    each `lmforge finetune` with the model's defaults (feature-based: frozen biLM, scalar mix, task
-   biLSTM, output layer); `--task-rnn 0` gives the heads no biLSTM (a linear layer over the mix).
+   biLSTM, output layer); `--task-rnn 0` gives the heads no biLSTM (a linear layer over the mix);
+5. the same on few labels: SST-2 on its first --few-labels training sentences (8,000, the slice of the T5
+   comparison in bench_pretrained_vs_random.py), fine-tuned with --seeds, mean dev accuracy reported.
 
 Every step runs the CLI exactly as a user would (a subprocess per command, this checkout first on the
 path); the commands are printed and recorded.
@@ -93,15 +95,15 @@ def cached(path: Path, reuse: bool, score: Callable[[], str]) -> dict:
     return json.loads(path.read_text())
 
 
-def task_scores(task: str, model: Path, out: Path, args: argparse.Namespace) -> dict:
-    """`lmforge finetune` with the model's defaults; CoNLL is then scored on eng.testb."""
+def task_scores(task: str, model: Path, out: Path, args: argparse.Namespace, extra: tuple = ()) -> dict:
+    """`lmforge finetune` with the model's defaults (and `extra` flags); CoNLL is then scored on eng.testb."""
     data = DATA / ("conll2003" if task == "ner" else "glue/SST-2")
     quick = (("--limit", args.limit, "--eval-limit", args.eval_limit, "--epochs", args.epochs)
              if args.quick else ())
     head = ("--task-rnn", args.task_rnn) if args.task_rnn is not None else ()
     reused = args.reuse and (out / "summary.json").is_file()
     seconds = None if reused else lmforge("finetune", "--task", task, "--model", model, "--data", data, "--out",
-                                          out, "--no-progress", *quick, *head)[1]
+                                          out, "--no-progress", *quick, *head, *extra)[1]
     summary = json.loads((out / "summary.json").read_text())
     result = {"dev": summary["selected"][summary["main_metric"]], "selected_step": summary["selected"]["step"],
               "steps": summary["steps"], "seconds": seconds, "train_examples": summary["train_examples"],
@@ -111,6 +113,15 @@ def task_scores(task: str, model: Path, out: Path, args: argparse.Namespace) -> 
             "evaluate", "--model", out, "--data", data, "--split", "test", "--no-progress",
             *(("--limit", args.eval_limit) if args.quick else ()))[0])["f1"]
     return result
+
+
+def few_label_scores(model: Path, out: Path, args: argparse.Namespace) -> dict:
+    """SST-2 on its first --few-labels sentences, once per seed; dev accuracy of each and their mean."""
+    limit = min(args.few_labels, args.limit) if args.quick else args.few_labels
+    runs = [task_scores("sst2", model, Path(f"{out}-seed{seed}"), args, ("--limit", limit, "--seed", seed))
+            for seed in args.seeds]
+    return {"runs": runs, "dev": sum(run["dev"] for run in runs) / len(runs), "train_examples": limit,
+            "seeds": args.seeds}
 
 
 def tables(record: dict) -> str:
@@ -127,6 +138,11 @@ def tables(record: dict) -> str:
     lines.append(f"| CoNLL-2003 | eng.testb entity F1 (epoch on eng.testa) | {ner['trained']['test']:.1f} | "
                  f"{ner['random']['test']:.1f} |")
     lines.append(f"| SST-2 | dev accuracy | {sst2['trained']['dev']:.1f} | {sst2['random']['dev']:.1f} |")
+    if "sst2_few" in record["tasks"]:
+        few = record["tasks"]["sst2_few"]
+        lines.append(f"| SST-2, first {few['trained']['train_examples']:,} sentences | dev accuracy, mean of seeds "
+                     f"{', '.join(map(str, few['trained']['seeds']))} | {few['trained']['dev']:.1f} | "
+                     f"{few['random']['dev']:.1f} |")
     return "\n".join(lines)
 
 
@@ -143,6 +159,10 @@ def main() -> None:
                         "the model's)")
     parser.add_argument("--tasks-dir", default="", help="prefix of the task runs' folders under --work, to "
                         "keep the runs of another head beside them")
+    parser.add_argument("--few-labels", type=int, default=8000, help="SST-2 training sentences of the few-label "
+                        "comparison (0: skip it)")
+    parser.add_argument("--seeds", type=lambda text: [int(seed) for seed in text.split(",")], default=[0, 1],
+                        help="fine-tuning seeds of the few-label comparison (comma list)")
     parser.add_argument("--reuse", action="store_true", help="with --work: a run already finished there (a biLM's "
                         "final/, a task's summary.json) is reused with its scores; delete a run to redo it")
     args = parser.parse_args()
@@ -175,6 +195,9 @@ def main() -> None:
         tasks = {task: {side: task_scores(task, path, work / f"{args.tasks_dir}{task}-{side}", args)
                         for side, path in elmo.items()}
                  for task in ("ner", "sst2")}
+        if args.few_labels:
+            tasks["sst2_few"] = {side: few_label_scores(path, work / f"{args.tasks_dir}sst2-{args.few_labels}-{side}",
+                                                        args) for side, path in elmo.items()}
     record = {"minutes_per_model": args.minutes, "quick": args.quick, "lm": lm, "task_rnn": args.task_rnn, "tasks": tasks,
               "wall_seconds": time.time() - started,
               "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
