@@ -22,6 +22,7 @@ path); the commands are printed and recorded.
     python bench/bench_elmo_lm.py --quick               # every step at toy scale (a few minutes)
     python bench/bench_elmo_lm.py --minutes 30 --work W --reuse   # redo only the runs deleted from W
     python bench/bench_elmo_lm.py --models char --work W --reuse --task-rnn 0 --tasks-dir linear  # one more head
+    python bench/bench_elmo_lm.py --work W --reuse --tasks sst2_few   # the biLMs of W, one task comparison
 Results: bench/results/elmo_lm[_quick].json and a markdown table on stdout.
 """
 
@@ -46,6 +47,7 @@ DATA = Path(os.environ.get("LMFORGE_DATA", ROOT.parent / "shared" / "data"))
 WIKI = DATA / "wikitext-2"
 MODELS = {"char": ("ELMo (char CNN)", "elmo-cpu"), "word": ("word-level LSTM LM", "elmo-cpu-word")}
 WORD_VOCAB = 33300  # room for all 33,277 words of wiki.train.tokens and the 5 specials
+TASKS = ("ner", "sst2", "sst2_few")  # CoNLL-2003, SST-2, SST-2 on --few-labels sentences
 QUICK = {"minutes": 0.5, "max_tokens": 3000, "limit": 300, "eval_limit": 200, "epochs": 1}
 
 
@@ -134,11 +136,14 @@ def tables(record: dict) -> str:
                      f"{test['perplexity']:.1f} | {result['valid_forward_perplexity']:.1f} / "
                      f"{result['valid_backward_perplexity']:.1f} |")
     lines += ["", "| task (frozen features) | metric | trained ELMo | random-init ELMo |", "|---|---|---|---|"]
-    ner, sst2 = record["tasks"]["ner"], record["tasks"]["sst2"]
-    lines.append(f"| CoNLL-2003 | eng.testb entity F1 (epoch on eng.testa) | {ner['trained']['test']:.1f} | "
-                 f"{ner['random']['test']:.1f} |")
-    lines.append(f"| SST-2 | dev accuracy | {sst2['trained']['dev']:.1f} | {sst2['random']['dev']:.1f} |")
-    if "sst2_few" in record["tasks"]:
+    tasks = record["tasks"]
+    if "ner" in tasks:
+        lines.append(f"| CoNLL-2003 | eng.testb entity F1 (epoch on eng.testa) | {tasks['ner']['trained']['test']:.1f} "
+                     f"| {tasks['ner']['random']['test']:.1f} |")
+    if "sst2" in tasks:
+        lines.append(f"| SST-2 | dev accuracy | {tasks['sst2']['trained']['dev']:.1f} | "
+                     f"{tasks['sst2']['random']['dev']:.1f} |")
+    if "sst2_few" in tasks:
         few = record["tasks"]["sst2_few"]
         lines.append(f"| SST-2, first {few['trained']['train_examples']:,} sentences | dev accuracy, mean of seeds "
                      f"{', '.join(map(str, few['trained']['seeds']))} | {few['trained']['dev']:.1f} | "
@@ -159,6 +164,8 @@ def main() -> None:
                         "the model's)")
     parser.add_argument("--tasks-dir", default="", help="prefix of the task runs' folders under --work, to "
                         "keep the runs of another head beside them")
+    parser.add_argument("--tasks", type=lambda text: text.split(","), default=list(TASKS),
+                        help=f"comma list of the task comparisons to run (default all: {', '.join(TASKS)})")
     parser.add_argument("--few-labels", type=int, default=8000, help="SST-2 training sentences of the few-label "
                         "comparison (0: skip it)")
     parser.add_argument("--seeds", type=lambda text: [int(seed) for seed in text.split(",")], default=[0, 1],
@@ -166,6 +173,8 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="with --work: a run already finished there (a biLM's "
                         "final/, a task's summary.json) is reused with its scores; delete a run to redo it")
     args = parser.parse_args()
+    if set(args.tasks) - set(TASKS):
+        raise SystemExit(f"--tasks: a comma list of {', '.join(TASKS)}, got {','.join(args.tasks)!r}")
     from bench_pretrained_vs_random import random_twin
 
     from lmforge.train.config import load_config
@@ -194,8 +203,8 @@ def main() -> None:
         elmo = {"trained": work / "char" / "final", "random": random}
         tasks = {task: {side: task_scores(task, path, work / f"{args.tasks_dir}{task}-{side}", args)
                         for side, path in elmo.items()}
-                 for task in ("ner", "sst2")}
-        if args.few_labels:
+                 for task in ("ner", "sst2") if task in args.tasks}
+        if args.few_labels and "sst2_few" in args.tasks:
             tasks["sst2_few"] = {side: few_label_scores(path, work / f"{args.tasks_dir}sst2-{args.few_labels}-{side}",
                                                         args) for side, path in elmo.items()}
     record = {"minutes_per_model": args.minutes, "quick": args.quick, "lm": lm, "task_rnn": args.task_rnn, "tasks": tasks,
